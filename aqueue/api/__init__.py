@@ -1,0 +1,1 @@
+"""The HTTP API (Starlette): routes in jobs.py, composition in app.py."""

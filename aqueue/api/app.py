@@ -1,0 +1,85 @@
+"""The Starlette app: routes, error handlers (every error is JSON), health probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aqueue import store
+from aqueue.api import jobs
+from aqueue.api.errors import ApiError, error_response
+from aqueue.api.openapi import openapi_document
+from aqueue.settings import Settings
+
+log = logging.getLogger("aqueue.api")
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database answers."""
+    try:
+        await asyncio.wait_for(store.ping(request.app.state.pool), READY_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return JSONResponse(
+            {"status": "unavailable", "error": str(exc) or type(exc).__name__}, status_code=503
+        )
+    return JSONResponse({"status": "ready"})
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_document())
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "the database is unavailable; try again")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error")
+
+
+def create_app(pool: asyncpg.Pool, settings: Settings) -> Starlette:
+    app = Starlette(
+        routes=[
+            *jobs.routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            OSError: _database_error,
+            asyncpg.PostgresConnectionError: _database_error,
+            asyncpg.InterfaceError: _database_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.pool = pool
+    app.state.settings = settings
+    return app

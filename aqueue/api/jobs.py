@@ -1,0 +1,172 @@
+"""Job routes: parse -> model/store -> JSON. Nothing here speaks SQL."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from aqueue import store
+from aqueue.api.errors import ApiError, read_json
+from aqueue.model import (
+    COMPAT_STATUS,
+    Job,
+    JobStatus,
+    ValidationError,
+    check_name,
+    failed_attempts,
+    parse_job_id,
+    parse_job_spec,
+)
+from aqueue.settings import Settings
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+LIST_PARAMS = frozenset({"status", "queue", "type", "limit", "cursor"})
+# Room for the rest of a job's fields around the largest payload allowed.
+BODY_OVERHEAD = 16_384
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _body(request: Request) -> Any:
+    return await read_json(request, _settings(request).max_payload_bytes + BODY_OVERHEAD)
+
+
+async def create_job(request: Request) -> JSONResponse:
+    data = await _body(request)
+    try:
+        spec = parse_job_spec(data, _settings(request).max_payload_bytes)
+    except ValidationError as exc:
+        raise ApiError(422, str(exc)) from None
+    job, created = await store.insert_job(request.app.state.pool, spec)
+    return JSONResponse(job.to_json(), status_code=201 if created else 200)
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    params = request.query_params
+    unknown = sorted(set(params) - LIST_PARAMS)
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown query parameter(s): {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(LIST_PARAMS))}",
+        )
+    try:
+        status = _parse_status(params.get("status"))
+        queue = check_name("queue", params["queue"]) if "queue" in params else None
+        type_ = check_name("type", params["type"]) if "type" in params else None
+        limit = _parse_limit(params.get("limit"))
+        after = decode_cursor(params["cursor"]) if "cursor" in params else None
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    page = await store.list_jobs(
+        request.app.state.pool, status=status, queue=queue, type=type_, after=after, limit=limit
+    )
+    return JSONResponse(
+        {
+            "jobs": [job.to_json() for job in page.jobs],
+            "next_cursor": encode_cursor(*page.next_after) if page.next_after else None,
+        }
+    )
+
+
+async def get_job(request: Request) -> JSONResponse:
+    job = await _find_job(request)
+    body = job.to_json()
+    events = await store.job_events(request.app.state.pool, job.id)
+    body["events"] = [event.to_json() for event in events]
+    return JSONResponse(body)
+
+
+async def submit_job_compat(request: Request) -> JSONResponse:
+    """The simple clients' `POST /submit-job {"task": ...}` -> `{"job_id"}`."""
+    data = await _body(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object")
+    if "task" not in data:
+        raise ApiError(422, "'task' is required (the job type, e.g. \"demo.sleep\")")
+    if "type" in data:
+        raise ApiError(422, "send either 'task' (this route) or 'type' (POST /jobs), not both")
+    fields = {("type" if k == "task" else k): v for k, v in data.items()}
+    try:
+        spec = parse_job_spec(fields, _settings(request).max_payload_bytes)
+    except ValidationError as exc:
+        raise ApiError(422, str(exc).replace("'type'", "'task'")) from None
+    job, created = await store.insert_job(request.app.state.pool, spec)
+    return JSONResponse({"job_id": str(job.id)}, status_code=201 if created else 200)
+
+
+async def job_status_compat(request: Request) -> JSONResponse:
+    """The simple clients' `GET /job-status/{id}` with their status words."""
+    job = await _find_job(request)
+    return JSONResponse(
+        {
+            "job_id": str(job.id),
+            "task": job.type,
+            "status": COMPAT_STATUS[job.status],
+            "retries": failed_attempts(job),
+        }
+    )
+
+
+async def _find_job(request: Request) -> Job:
+    try:
+        job_id = parse_job_id(request.path_params["job_id"])
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    job = await store.get_job(request.app.state.pool, job_id)
+    if job is None:
+        raise ApiError(404, f"no job with id {job_id}")
+    return job
+
+
+def _parse_status(value: str | None) -> JobStatus | None:
+    if value is None:
+        return None
+    try:
+        return JobStatus(value.upper())
+    except ValueError:
+        raise ValidationError(
+            f"status {value!r} is not one of {', '.join(s.value for s in JobStatus)}"
+        ) from None
+
+
+def _parse_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_PAGE
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}, got {value!r}")
+    return int(value)
+
+
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, job_id = raw.partition("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(job_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError(f"cursor {cursor!r} is not one this API returned") from None
+
+
+routes = [
+    Route("/jobs", create_job, methods=["POST"]),
+    Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/submit-job", submit_job_compat, methods=["POST"]),
+    Route("/job-status/{job_id}", job_status_compat, methods=["GET"]),
+]

@@ -1,0 +1,214 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aqueue.model import JobStatus
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JOB = {"$ref": "#/components/schemas/Job"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _id_param() -> dict[str, Any]:
+    return {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    statuses = [s.value for s in JobStatus]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aqueue",
+            "version": "0.1.0",
+            "description": "A PostgreSQL-backed job queue.",
+        },
+        "paths": {
+            "/jobs": {
+                "post": {
+                    "summary": "Enqueue a job",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/NewJob"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _json(_JOB, "Created"),
+                        "200": _json(_JOB, "An idempotent repeat: the existing job"),
+                        "400": _json(_ERROR, "Malformed JSON"),
+                        "413": _json(_ERROR, "Body too large"),
+                        "422": _json(_ERROR, "Invalid job"),
+                    },
+                },
+                "get": {
+                    "summary": "List jobs, newest first (keyset pagination)",
+                    "parameters": [
+                        {"name": "status", "in": "query", "schema": {"enum": statuses}},
+                        {"name": "queue", "in": "query", "schema": {"type": "string"}},
+                        {"name": "type", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "next_cursor of the previous page",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "jobs": {"type": "array", "items": _JOB},
+                                    "next_cursor": {"type": ["string", "null"]},
+                                },
+                            },
+                            "A page of jobs",
+                        ),
+                        "400": _json(_ERROR, "Bad filter"),
+                    },
+                },
+            },
+            "/jobs/{job_id}": {
+                "get": {
+                    "summary": "A job with its history of state changes",
+                    "parameters": [_id_param()],
+                    "responses": {
+                        "200": _json(_JOB, "The job"),
+                        "400": _json(_ERROR, "Bad id"),
+                        "404": _json(_ERROR, "No such job"),
+                    },
+                }
+            },
+            "/submit-job": {
+                "post": {
+                    "summary": 'Compatibility: enqueue with {"task": type}',
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["task"],
+                                    "properties": {"task": {"type": "string"}, "payload": {}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json(
+                            {"type": "object", "properties": {"job_id": {"type": "string"}}},
+                            "Created",
+                        ),
+                        "422": _json(_ERROR, "Invalid job"),
+                    },
+                }
+            },
+            "/job-status/{job_id}": {
+                "get": {
+                    "summary": "Compatibility: status as pending/processing/completed/failed",
+                    "parameters": [_id_param()],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "job_id": {"type": "string"},
+                                    "task": {"type": "string"},
+                                    "status": {
+                                        "enum": ["pending", "processing", "completed", "failed"]
+                                    },
+                                    "retries": {"type": "integer"},
+                                },
+                            },
+                            "Status",
+                        ),
+                        "404": _json(_ERROR, "No such job"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": {"description": "The process answers"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (database reachable)",
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": {"description": "Database down"},
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+                },
+                "NewJob": {
+                    "type": "object",
+                    "required": ["type"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "type": {"type": "string"},
+                        "payload": {"type": ["object", "array"]},
+                        "queue": {"type": "string", "default": "default"},
+                        "priority": {
+                            "type": "integer",
+                            "default": 0,
+                            "minimum": -1000,
+                            "maximum": 1000,
+                        },
+                        "run_after": {"type": "string", "format": "date-time"},
+                        "max_attempts": {
+                            "type": "integer",
+                            "default": 5,
+                            "minimum": 1,
+                            "maximum": 100,
+                        },
+                        "idempotency_key": {"type": "string", "maxLength": 255},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "type": {"type": "string"},
+                        "payload": {},
+                        "status": {"enum": statuses},
+                        "queue": {"type": "string"},
+                        "priority": {"type": "integer"},
+                        "attempts": {"type": "integer"},
+                        "max_attempts": {"type": "integer"},
+                        "run_after": {"type": "string", "format": "date-time"},
+                        "last_error": {"type": ["string", "null"]},
+                        "idempotency_key": {"type": ["string", "null"]},
+                        "result": {},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                        "started_at": {"type": ["string", "null"], "format": "date-time"},
+                        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                },
+            }
+        },
+    }

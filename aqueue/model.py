@@ -1,0 +1,227 @@
+"""The job model: statuses and their transitions, the Job record, what a new job may
+contain (validation of user input), and the retry backoff. Pure: no I/O here."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    """PENDING -> RUNNING -> COMPLETED; RUNNING -> RETRY -> RUNNING ...; -> DEAD at
+    max_attempts; CANCELLED is final."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    RETRY = "RETRY"
+    COMPLETED = "COMPLETED"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+
+# Which status may follow which; every change in store.py is one of these.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.COMPLETED, JobStatus.RETRY, JobStatus.DEAD, JobStatus.CANCELLED}
+    ),
+    JobStatus.RETRY: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.DEAD: frozenset({JobStatus.PENDING}),  # retried by an operator
+    JobStatus.CANCELLED: frozenset({JobStatus.PENDING}),  # retried by an operator
+}
+
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+class ValidationError(ValueError):
+    """User input that cannot become a job; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a producer asks for; the database fills in the rest."""
+
+    type: str
+    payload: Any = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    run_after: datetime | None = None
+    max_attempts: int = 5
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored. `to_json()` is the shape the HTTP API returns."""
+
+    id: uuid.UUID
+    type: str
+    payload: Any
+    status: JobStatus
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    locked_by: str | None
+    locked_at: datetime | None
+    last_error: str | None
+    idempotency_key: str | None
+    result: Any
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> Job:
+        values = {name: row[name] for name in _JOB_FIELDS}
+        values["status"] = JobStatus(values["status"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in _JOB_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, uuid.UUID):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7). New jobs get one so that the primary-key
+    index grows at its right edge instead of touching random pages on every insert."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
+    return uuid.UUID(int=value)
+
+
+def backoff_seconds(
+    attempt: int, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Delay before retry number `attempt` (1 = after the first failure): exponential,
+    capped, with full jitter so that jobs failing together do not retry together."""
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+# --- validation of user input -----------------------------------------------------------
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+MAX_PRIORITY = 1000
+MAX_ATTEMPTS_LIMIT = 100
+MAX_IDEMPOTENCY_KEY = 255
+JOB_FIELDS = frozenset(
+    {"type", "payload", "queue", "priority", "run_after", "max_attempts", "idempotency_key"}
+)
+
+
+def check_name(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"'{kind}' must be a non-empty string")
+    if not NAME_RE.match(value):
+        raise ValidationError(
+            f"'{kind}' {value!r} is not a valid name: use letters, digits and _ . : -"
+            " (at most 128 characters, starting with a letter or digit)"
+        )
+    return value
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"'{name}' must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValidationError(f"'{name}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_timestamp(name: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValidationError(f"'{name}' must be an ISO 8601 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"'{name}' {value!r} is not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise ValidationError(f"'{name}' {value!r} needs a time zone (e.g. 'Z' or '+00:00')")
+    return parsed
+
+
+def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
+    """Turn a decoded JSON body into a JobSpec, or raise ValidationError naming the problem."""
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object")
+    unknown = sorted(set(data) - JOB_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(JOB_FIELDS))}"
+        )
+    if "type" not in data:
+        raise ValidationError("'type' is required")
+    payload = data.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict | list):
+        raise ValidationError("'payload' must be a JSON object or array")
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > max_payload_bytes:
+        raise ValidationError(f"'payload' is {size} bytes; the limit is {max_payload_bytes}")
+    key = data.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY):
+        raise ValidationError(
+            f"'idempotency_key' must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )
+    run_after = data.get("run_after")
+    return JobSpec(
+        type=check_name("type", data["type"]),
+        payload=payload,
+        queue=check_name("queue", data.get("queue", "default")),
+        priority=_check_int("priority", data.get("priority", 0), -MAX_PRIORITY, MAX_PRIORITY),
+        run_after=None if run_after is None else parse_timestamp("run_after", run_after),
+        max_attempts=_check_int("max_attempts", data.get("max_attempts", 5), 1, MAX_ATTEMPTS_LIMIT),
+        idempotency_key=key,
+    )
+
+
+def parse_job_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not a valid job id (a UUID)") from None
+
+
+# The words of the simple clients' compatibility API (`GET /job-status/{id}`).
+COMPAT_STATUS = {
+    JobStatus.PENDING: "pending",
+    JobStatus.RETRY: "pending",
+    JobStatus.RUNNING: "processing",
+    JobStatus.COMPLETED: "completed",
+    JobStatus.DEAD: "failed",
+    JobStatus.CANCELLED: "failed",
+}
+
+
+def failed_attempts(job: Job) -> int:
+    """How many attempts of this job failed: the current one is not a failure while it
+    runs, nor once it completed."""
+    if job.status in (JobStatus.RUNNING, JobStatus.COMPLETED):
+        return max(job.attempts - 1, 0)
+    return job.attempts

@@ -1,0 +1,53 @@
+"""The reaper role: jobs whose lease expired (their worker was killed, lost the network
+or hung) go back to RETRY, or to DEAD when their attempts are used up. One statement
+per round; each reclaim is recorded in job_events by that same statement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from aqueue import store
+from aqueue.db import is_connection_error
+from aqueue.model import JobStatus
+from aqueue.settings import Settings
+from aqueue.worker import new_worker_id
+
+log = logging.getLogger("aqueue.reaper")
+
+
+class Reaper:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.id = "reaper:" + new_worker_id()
+        self.reclaimed = 0
+
+    async def run(self) -> None:
+        """Reap every interval until cancelled; a failed round is logged and retried."""
+        while True:
+            try:
+                await self.reap()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                log.warning("reaper round failed: %s", exc)
+            await asyncio.sleep(self.settings.reaper_interval_seconds)
+
+    async def reap(self) -> int:
+        """Reclaim every expired lease now; returns how many jobs were reclaimed."""
+        total = 0
+        while True:
+            batch = await store.reclaim_expired(self.pool, self.settings.reaper_batch, self.id)
+            for job in batch:
+                log.warning(
+                    "job %s: lease expired, now %s",
+                    job.job_id,
+                    "DEAD (no attempts left)" if job.status is JobStatus.DEAD else "RETRY",
+                )
+            total += len(batch)
+            if len(batch) < self.settings.reaper_batch:
+                self.reclaimed += total
+                return total

@@ -1,0 +1,184 @@
+"""The task registry (job type name -> async handler), the context a handler receives,
+and the built-in demo tasks. `--app module:attr` names a user's Registry.
+
+    registry = Registry()
+
+    @registry.task("email.send")
+    async def send_email(payload, ctx):
+        conn = await ctx.transaction()   # commits together with the job's completion
+        await conn.execute("INSERT INTO sent_emails (job_id) VALUES ($1)", ctx.job_id)
+        return {"sent": True}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import asyncpg
+
+from aqueue.model import check_name
+
+Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
+
+
+class Registry:
+    """Job type names mapped to handlers: `async def handler(payload, ctx) -> result`."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def task(self, name: str) -> Callable[[Handler], Handler]:
+        """Register the decorated coroutine function as the handler of job type `name`."""
+
+        def register(fn: Handler) -> Handler:
+            self.register(name, fn)
+            return fn
+
+        return register
+
+    def register(self, name: str, fn: Handler) -> None:
+        check_name("type", name)
+        if not asyncio.iscoroutinefunction(fn):
+            raise TypeError(f"the handler of {name!r} must be an async function")
+        if name in self._handlers and self._handlers[name] is not fn:
+            raise ValueError(f"job type {name!r} is already registered")
+        self._handlers[name] = fn
+
+    def include(self, other: Registry) -> None:
+        for name, fn in other._handlers.items():
+            self.register(name, fn)
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._handlers))
+
+
+class JobContext:
+    """What a running handler knows about its job, and its way into the completion
+    transaction."""
+
+    __slots__ = ("_conn", "_pool", "_tx", "attempt", "job_id", "max_attempts", "queue", "type")
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        job_id: uuid.UUID,
+        type: str,
+        queue: str,
+        attempt: int,
+        max_attempts: int,
+    ) -> None:
+        self._pool = pool
+        self.job_id = job_id
+        self.type = type
+        self.queue = queue
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self._conn: Any = None
+        self._tx: Any = None
+
+    async def transaction(self) -> asyncpg.Connection:
+        """A connection inside the transaction that will also mark this job COMPLETED.
+        Whatever the handler writes through it commits together with the completion, or
+        not at all (the handler fails, or the worker lost its lease): exactly-once effects
+        for work inside this database."""
+        if self._conn is None:
+            conn = await self._pool.acquire()
+            try:
+                tx = conn.transaction()
+                await tx.start()
+            except BaseException:
+                await self._pool.release(conn)
+                raise
+            self._conn, self._tx = conn, tx
+        return self._conn
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The worker's pool, for work that must not wait for the job's outcome."""
+        return self._pool
+
+    @property
+    def connection(self) -> asyncpg.Connection | None:
+        """The open completion transaction's connection, if the handler asked for one."""
+        return self._conn
+
+    async def commit(self) -> None:
+        tx, self._tx = self._tx, None
+        await tx.commit()
+
+    async def close(self) -> None:
+        """Roll back the transaction unless it was committed; give the connection back."""
+        if self._conn is None:
+            return
+        try:
+            if self._tx is not None:
+                await self._tx.rollback()
+        finally:
+            await self._pool.release(self._conn)
+            self._conn = self._tx = None
+
+
+# --- built-in tasks, always registered ----------------------------------------------------
+
+
+async def demo_sleep(payload: Any, ctx: JobContext) -> Any:
+    """Sleep `seconds` (default 1), then complete."""
+    seconds = payload.get("seconds", 1) if isinstance(payload, dict) else 1
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError(f"demo.sleep needs a non-negative number of seconds, got {seconds!r}")
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+async def demo_echo(payload: Any, ctx: JobContext) -> Any:
+    """Complete with the payload as the result."""
+    return payload
+
+
+async def demo_fail(payload: Any, ctx: JobContext) -> Any:
+    """Always raise: for retries, backoff and the dead-letter queue."""
+    message = payload.get("message") if isinstance(payload, dict) else None
+    raise RuntimeError(message or "demo.fail always fails")
+
+
+def builtin_registry() -> Registry:
+    registry = Registry()
+    registry.register("demo.sleep", demo_sleep)
+    registry.register("demo.echo", demo_echo)
+    registry.register("demo.fail", demo_fail)
+    return registry
+
+
+class AppLoadError(ValueError):
+    """--app names something that is not a Registry that can be imported."""
+
+
+def load_registry(app: str | None) -> Registry:
+    """The built-in tasks plus, when `app` is given ("module:attr"), the user's Registry."""
+    registry = builtin_registry()
+    if not app:
+        return registry
+    module_name, _, attr = app.partition(":")
+    if not module_name or not attr:
+        raise AppLoadError(f"--app must look like module:attribute, got {app!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppLoadError(f"--app {app}: cannot import {module_name!r}: {exc}") from None
+    user = getattr(module, attr, None)
+    if not isinstance(user, Registry):
+        raise AppLoadError(
+            f"--app {app}: {module_name}.{attr} is {type(user).__name__}, not an aqueue.Registry"
+        )
+    registry.include(user)
+    return registry

@@ -1,0 +1,155 @@
+"""`aqueue serve`: the chosen roles as tasks on one asyncpg pool in one process, and
+their ordered shutdown on SIGTERM/SIGINT: the api stops accepting, the worker stops
+claiming and drains, the reaper stops, then the pool closes (and the embedded
+PostgreSQL, if aqueue started one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import asyncpg
+import uvicorn
+
+from aqueue import db
+from aqueue.api.app import create_app
+from aqueue.notifier import Notifier
+from aqueue.reaper import Reaper
+from aqueue.registry import Registry, load_registry
+from aqueue.settings import Settings
+from aqueue.worker import Worker
+
+log = logging.getLogger("aqueue.server")
+
+
+class StartupError(RuntimeError):
+    """Something aqueue needs at start is not there; the message says what."""
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn in our loop, without its own signal handling: the process has one owner
+    of SIGTERM/SIGINT, and it shuts the roles down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: Settings) -> None:
+    registry = load_registry(settings.app)  # a bad --app fails before anything starts
+    sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
+    try:
+        async with db.database_url(settings.database_url, settings.data_dir) as url:
+            await _migrate(url)
+            pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
+            try:
+                await run_roles(pool, url, settings, registry, sock)
+            finally:
+                await pool.close()
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+async def _migrate(url: str) -> None:
+    try:
+        applied = await db.migrate_url(url)
+    except Exception as exc:
+        if db.is_connection_error(exc):
+            raise StartupError(f"cannot reach the database: {exc}") from None
+        if isinstance(exc, asyncpg.PostgresError):
+            raise StartupError(f"migrating the database failed: {exc}") from None
+        raise
+    if applied:
+        log.info("database migrated: %s", ", ".join(applied))
+
+
+async def run_roles(
+    pool: asyncpg.Pool,
+    url: str,
+    settings: Settings,
+    registry: Registry,
+    sock: socket.socket | None = None,
+) -> None:
+    """Run the enabled roles until a signal (or a role failing), then stop them in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    api: _ApiServer | None = None
+    worker: Worker | None = None
+    tasks: dict[str, asyncio.Task[None]] = {}
+    if "api" in settings.roles:
+        config = uvicorn.Config(
+            create_app(pool, settings),
+            lifespan="off",
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        api = _ApiServer(config)
+        tasks["api"] = asyncio.create_task(api.serve(sockets=[sock] if sock else None))
+        log.info("api listening on http://%s:%d", settings.host, settings.port)
+    if "worker" in settings.roles:
+        notifier = Notifier(url)
+        worker = Worker(pool, notifier, registry, settings)
+        tasks["notifier"] = asyncio.create_task(notifier.run())
+        tasks["worker"] = asyncio.create_task(worker.run())
+    if "reaper" in settings.roles:
+        tasks["reaper"] = asyncio.create_task(Reaper(pool, settings).run())
+
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            [stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
+        )
+        failed = [name for name, task in tasks.items() if task in done]
+        for name in failed:
+            exc = tasks[name].exception()
+            log.error("role %s stopped unexpectedly: %r", name, exc)
+        log.info("shutting down")
+        # A second signal skips the grace period.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _hurry, api, worker)
+        if api is not None:
+            api.should_exit = True
+            await asyncio.gather(tasks["api"], return_exceptions=True)
+        if worker is not None:
+            worker.stop()
+            await asyncio.gather(tasks["worker"], return_exceptions=True)
+        for name in ("notifier", "reaper"):
+            if name in tasks:
+                tasks[name].cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        if failed:
+            raise StartupError(f"role {failed[0]} failed: {tasks[failed[0]].exception()}")
+    finally:
+        stopper.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _hurry(api: _ApiServer | None, worker: Worker | None) -> None:
+    log.warning("second signal: stopping now, running jobs are released")
+    if api is not None:
+        api.force_exit = True
+    if worker is not None:
+        worker.stop(now=True)

@@ -1,0 +1,141 @@
+"""Settings: every option of aqueue with its default, its flag and its environment
+variable, validated once. Nothing else in the package holds a tunable literal."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aqueue.model import ValidationError, check_name
+
+ALL_ROLES = ("api", "worker", "scheduler", "reaper")
+# Roles that exist today; the others are refused with a clear message until they land.
+AVAILABLE_ROLES = frozenset({"api", "worker", "reaper"})
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable with a value aqueue cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".aqueue")
+    roles: tuple[str, ...] = ("api", "worker", "reaper")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    app: str | None = None
+    # queue name -> how many of its jobs one worker process runs at once
+    queues: Mapping[str, int] = field(default_factory=lambda: {"default": 10})
+    concurrency: int = 10
+    lease_seconds: float = 30.0
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 300.0
+    # the safety net under LISTEN/NOTIFY: how often an idle worker looks anyway
+    poll_seconds: float = 5.0
+    shutdown_grace_seconds: float = 30.0
+    reaper_interval_seconds: float = 5.0
+    reaper_batch: int = 1000
+    max_payload_bytes: int = 1_000_000
+    completer_max_batch: int = 1000
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    log_level: str = "INFO"
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Renew leases three times per lease: one lost heartbeat never loses a job."""
+        return self.lease_seconds / 3
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+ENV_VARS = {
+    "database_url": "DATABASE_URL",
+    "data_dir": "AQUEUE_DATA_DIR",
+    "roles": "AQUEUE_ROLES",
+    "host": "AQUEUE_HOST",
+    "port": "AQUEUE_PORT",
+    "app": "AQUEUE_APP",
+    "queues": "AQUEUE_QUEUES",
+    "concurrency": "AQUEUE_CONCURRENCY",
+    "lease_seconds": "AQUEUE_LEASE_SECONDS",
+    "backoff_base_seconds": "AQUEUE_BACKOFF_BASE",
+    "backoff_cap_seconds": "AQUEUE_BACKOFF_CAP",
+    "poll_seconds": "AQUEUE_POLL_SECONDS",
+    "shutdown_grace_seconds": "AQUEUE_SHUTDOWN_GRACE",
+    "reaper_interval_seconds": "AQUEUE_REAPER_INTERVAL",
+    "max_payload_bytes": "AQUEUE_MAX_PAYLOAD_BYTES",
+    "pool_max_size": "AQUEUE_POOL_SIZE",
+    "log_level": "AQUEUE_LOG_LEVEL",
+}
+# QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
+ENV_FALLBACKS = {"queues": "QUEUE"}
+
+
+def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV_VARS[name])
+    if value is None and name in ENV_FALLBACKS:
+        value = environ.get(ENV_FALLBACKS[name])
+    return value or None
+
+
+def parse_roles(text: str) -> tuple[str, ...]:
+    roles = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
+    if not roles:
+        raise SettingsError("--roles needs at least one of: " + ", ".join(ALL_ROLES))
+    for role in roles:
+        if role not in ALL_ROLES:
+            raise SettingsError(f"unknown role {role!r}; roles are: {', '.join(ALL_ROLES)}")
+        if role not in AVAILABLE_ROLES:
+            raise SettingsError(f"role {role!r} is not available in this version yet")
+    return roles
+
+
+def parse_queues(text: str, concurrency: int) -> dict[str, int]:
+    """`default,email:5` -> {"default": concurrency, "email": 5}."""
+    queues: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, limit = item.partition(":")
+        try:
+            check_name("queue", name)
+        except ValidationError as exc:
+            raise SettingsError(f"--queues: {exc}") from None
+        queues[name] = parse_positive_int(f"--queues {name}", limit) if limit else concurrency
+    if not queues:
+        raise SettingsError("--queues needs at least one queue name")
+    return queues
+
+
+def parse_positive_int(what: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{what} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise SettingsError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def parse_positive_float(what: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{what} must be a number, got {text!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{what} must be greater than 0, got {text}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    port = parse_positive_int("--port", text)
+    if port > 65535:
+        raise SettingsError(f"--port must be at most 65535, got {port}")
+    return port

@@ -1,0 +1,272 @@
+"""Every SQL statement about jobs runs here, and only here. The statements themselves
+live in sql/queries.sql under `-- name: x --` headers, loaded once at import."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aqueue.db import sql_dir
+from aqueue.model import Job, JobSpec, JobStatus, uuid7
+
+
+class Executor(Protocol):
+    """An asyncpg Pool or Connection: both run a statement on one connection."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+def load_queries(text: str) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    parts = re.split(r"^-- name: ([a-z_]+) --\s*$", text, flags=re.MULTILINE)
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        queries[name] = body.strip()
+    return queries
+
+
+Q = load_queries((sql_dir() / "queries.sql").read_text())
+
+
+# --- producing --------------------------------------------------------------------------
+
+
+async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
+    """Insert one job; returns (job, created). An idempotent repeat returns the existing
+    job and created=False. Concurrent callers with one key all get the same job."""
+    args = (
+        uuid7(),
+        spec.type,
+        spec.payload,
+        spec.queue,
+        spec.priority,
+        spec.run_after,
+        spec.max_attempts,
+        spec.idempotency_key,
+    )
+    # Two tries: the existing row can vanish between the conflict and the read only if
+    # retention deleted it in between; then the second insert simply succeeds.
+    for _ in range(2):
+        row = await db.fetchrow(Q["insert_job"], *args)
+        if row is not None:
+            return Job.from_record(row), True
+        row = await db.fetchrow(Q["job_by_key"], spec.idempotency_key)
+        if row is not None:
+            return Job.from_record(row), False
+    raise RuntimeError(f"could not insert or read the job with key {spec.idempotency_key!r}")
+
+
+async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
+    """Insert a batch in one statement; returns the job ids in the order given (for an
+    idempotent repeat, the existing job's id)."""
+    if not specs:
+        return []
+    ids = [uuid7() for _ in specs]
+    returned = await db.fetch(
+        Q["insert_jobs"],
+        ids,
+        [s.type for s in specs],
+        [s.payload for s in specs],
+        [s.queue for s in specs],
+        [s.priority for s in specs],
+        [s.run_after for s in specs],
+        [s.max_attempts for s in specs],
+        [s.idempotency_key for s in specs],
+    )
+    if len(returned) == len(specs):
+        return ids
+    inserted = {r["id"] for r in returned}
+    keys = [s.idempotency_key for s, i in zip(specs, ids, strict=True) if i not in inserted]
+    existing = {r["idempotency_key"]: r["id"] for r in await db.fetch(Q["job_ids_by_keys"], keys)}
+    out: list[uuid.UUID] = []
+    for spec, new_id in zip(specs, ids, strict=True):
+        if new_id in inserted:
+            out.append(new_id)
+        elif spec.idempotency_key in existing:
+            out.append(existing[spec.idempotency_key])
+        else:
+            raise RuntimeError(
+                f"job with key {spec.idempotency_key!r} was neither inserted nor found"
+            )
+    return out
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+async def get_job(db: Executor, job_id: uuid.UUID) -> Job | None:
+    row = await db.fetchrow(Q["get_job"], job_id)
+    return None if row is None else Job.from_record(row)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    # (created_at, id) of the last job when more may follow, else None
+    next_after: tuple[datetime, uuid.UUID] | None
+
+
+async def list_jobs(
+    db: Executor,
+    *,
+    status: JobStatus | None = None,
+    queue: str | None = None,
+    type: str | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 50,
+) -> JobPage:
+    rows = await db.fetch(
+        Q["list_jobs"],
+        status.value if status else None,
+        queue,
+        type,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+    jobs = [Job.from_record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return JobPage(jobs, (jobs[-1].created_at, jobs[-1].id) if more else None)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    at: datetime
+    status: JobStatus
+    attempt: int
+    worker: str | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "status": self.status.value,
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "error": self.error,
+        }
+
+
+async def job_events(db: Executor, job_id: uuid.UUID) -> list[JobEvent]:
+    rows = await db.fetch(Q["job_events"], job_id)
+    return [
+        JobEvent(r["at"], JobStatus(r["status"]), r["attempt"], r["worker"], r["error"])
+        for r in rows
+    ]
+
+
+async def ping(db: Executor) -> None:
+    await db.fetchval(Q["ping"])
+
+
+# --- working ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """What a worker needs to run one attempt of a job, and the lease that fences it."""
+
+    id: uuid.UUID
+    type: str
+    payload: Any
+    queue: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    lease_token: uuid.UUID
+
+
+async def claim(
+    db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
+) -> list[ClaimedJob]:
+    rows = await db.fetch(Q["claim"], queue, limit, worker_id, lease_seconds)
+    return [ClaimedJob(*r) for r in rows]
+
+
+async def seconds_until_next_job(db: Executor, queue: str) -> float | None:
+    """None when the queue holds no runnable job at all."""
+    value = await db.fetchval(Q["seconds_until_next_job"], queue)
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt: COMPLETED (with result), RETRY (in retry_in seconds) or DEAD."""
+
+    job_id: uuid.UUID
+    lease_token: uuid.UUID
+    status: JobStatus
+    result: Any = None
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+async def record_outcomes(
+    db: Executor, outcomes: Sequence[Outcome], worker_id: str
+) -> set[uuid.UUID]:
+    """Write a batch of outcomes in one statement; returns the ids accepted. An id missing
+    from the answer lost its lease: its outcome was discarded."""
+    if not outcomes:
+        return set()
+    rows = await db.fetch(
+        Q["record_outcomes"],
+        [o.job_id for o in outcomes],
+        [o.lease_token for o in outcomes],
+        [o.status.value for o in outcomes],
+        [o.result for o in outcomes],
+        [o.error for o in outcomes],
+        [o.retry_in for o in outcomes],
+        worker_id,
+    )
+    return {r["id"] for r in rows}
+
+
+async def extend_leases(
+    db: Executor, leases: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_seconds: float
+) -> set[uuid.UUID]:
+    """Renew (job id, lease token) pairs; returns the ids still held."""
+    if not leases:
+        return set()
+    rows = await db.fetch(
+        Q["extend_leases"], [i for i, _ in leases], [t for _, t in leases], lease_seconds
+    )
+    return {r["id"] for r in rows}
+
+
+async def release_jobs(
+    db: Executor, leases: Sequence[tuple[uuid.UUID, uuid.UUID]], reason: str, worker_id: str
+) -> set[uuid.UUID]:
+    """Hand unfinished jobs back (to RETRY, due now, the attempt not counted) and wake the
+    workers of their queues."""
+    if not leases:
+        return set()
+    rows = await db.fetch(
+        Q["release_jobs"], [i for i, _ in leases], [t for _, t in leases], reason, worker_id
+    )
+    await notify_queues(db, {r["queue"] for r in rows})
+    return {r["id"] for r in rows}
+
+
+async def notify_queues(db: Executor, queues: set[str]) -> None:
+    if queues:
+        await db.execute(Q["notify_queues"], sorted(queues))
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    job_id: uuid.UUID
+    status: JobStatus
+    queue: str
+
+
+async def reclaim_expired(db: Executor, limit: int, reaper_id: str) -> list[Reclaimed]:
+    rows = await db.fetch(Q["reclaim_expired"], limit, reaper_id)
+    reclaimed = [Reclaimed(r["id"], JobStatus(r["status"]), r["queue"]) for r in rows]
+    await notify_queues(db, {r.queue for r in reclaimed if r.status is JobStatus.RETRY})
+    return reclaimed

@@ -1,0 +1,289 @@
+"""The worker role: for each of its queues, wake -> claim a batch sized to the free
+slots -> run a handler per job; outcomes go to the completer; a heartbeat renews the
+leases of every job still held. SQL stays in store.py.
+
+A job's life in this process:
+  1. claimed by `_claim_loop` (one statement for the batch), its lease held;
+  2. run by `_run_job`: the handler's return value or exception becomes an Outcome;
+  3. the Outcome is written by the completer (or, when the handler used the completion
+     transaction, in that transaction), fenced by the lease token;
+  4. its lease is let go when the outcome is written; at shutdown, unfinished jobs are
+     released for other workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import traceback
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from aqueue import store
+from aqueue.completer import Completer
+from aqueue.model import JobStatus, backoff_seconds
+from aqueue.notifier import Notifier
+from aqueue.registry import JobContext, Registry
+from aqueue.settings import Settings
+from aqueue.store import ClaimedJob, Outcome
+
+log = logging.getLogger("aqueue.worker")
+
+MAX_ERROR_CHARS = 8000
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        notifier: Notifier,
+        registry: Registry,
+        settings: Settings,
+        worker_id: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.notifier = notifier
+        self.registry = registry
+        self.settings = settings
+        self.id = worker_id or new_worker_id()
+        self.completer = Completer(pool, self.id, settings.completer_max_batch, self._written)
+        self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
+        # every job whose lease this worker holds: job id -> lease token
+        self._held: dict[uuid.UUID, uuid.UUID] = {}
+        # handlers still running: job id -> task
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._slot_freed = {queue: asyncio.Event() for queue in settings.queues}
+        self._in_flight = dict.fromkeys(settings.queues, 0)
+        self.completed = 0
+        self.failed = 0
+
+    def stop(self, now: bool = False) -> None:
+        """Stop claiming; run() then lets in-flight jobs finish and returns. With now=True
+        (a second signal) the grace period ends at once: running handlers are cancelled
+        and their jobs released."""
+        self._stopping.set()
+        if now:
+            self._hurry.set()
+
+    async def run(self) -> None:
+        """Work until stop() (or cancellation), then shut down gracefully: wait up to the
+        grace period for in-flight jobs, cancel the rest, write every outcome, and release
+        the jobs that did not finish."""
+        log.info(
+            "worker %s serving %s",
+            self.id,
+            ", ".join(f"{q} (x{n})" for q, n in self.settings.queues.items()),
+        )
+        completer = asyncio.create_task(self.completer.run(), name="aqueue-completer")
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="aqueue-heartbeat")
+        claimers = [
+            asyncio.create_task(self._claim_loop(q, n), name=f"aqueue-claim-{q}")
+            for q, n in self.settings.queues.items()
+        ]
+        try:
+            stop = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([stop, *claimers], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop:
+                    task.result()  # a claim loop only ends by raising
+        finally:
+            self._stopping.set()
+            for task in (stop, *claimers):
+                task.cancel()
+            await asyncio.gather(stop, *claimers, return_exceptions=True)
+            await asyncio.shield(self._shutdown(completer, heartbeat))
+
+    async def _shutdown(self, completer: asyncio.Task[None], heartbeat: asyncio.Task[None]) -> None:
+        if self._running:
+            log.info(
+                "waiting up to %.0fs for %d running jobs",
+                self.settings.shutdown_grace_seconds,
+                len(self._running),
+            )
+            hurry = asyncio.create_task(self._hurry.wait())
+            all_done = asyncio.create_task(asyncio.wait(list(self._running.values())))
+            await asyncio.wait(
+                [hurry, all_done],
+                timeout=self.settings.shutdown_grace_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            all_done.cancel()  # cancels the waiting, not the jobs
+            hurry.cancel()
+            late = list(self._running.values())
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        self.completer.close()
+        await completer
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        if self._held:
+            released = await store.release_jobs(
+                self.pool, list(self._held.items()), f"released by {self.id} at shutdown", self.id
+            )
+            log.info("released %d unfinished jobs", len(released))
+            self._held.clear()
+
+    # --- claiming -----------------------------------------------------------------------
+
+    async def _claim_loop(self, queue: str, concurrency: int) -> None:
+        wake = self.notifier.subscribe(queue)
+        slot_freed = self._slot_freed[queue]
+        settings = self.settings
+        while not self._stopping.is_set():
+            free = concurrency - self._in_flight[queue]
+            # Back-pressure: outcomes are written in batches, but never pile up unbounded.
+            if free <= 0 or self.completer.backlog >= settings.completer_max_batch:
+                slot_freed.clear()
+                await slot_freed.wait()
+                continue
+            wake.clear()  # before the claim: a notification during it is not lost
+            jobs = await store.claim(self.pool, queue, free, self.id, settings.lease_seconds)
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == free:
+                await asyncio.sleep(0)  # let the new handlers start before claiming more
+                continue
+            # Nothing more is due: sleep until a notification, the next delayed job, the
+            # safety-net poll or shutdown, whichever comes first.
+            due_in = await store.seconds_until_next_job(self.pool, queue)
+            timeout = (
+                settings.poll_seconds
+                if due_in is None
+                else max(0.0, min(due_in, settings.poll_seconds))
+            )
+            if timeout > 0:
+                await _wait_any(wake, self._stopping, timeout)
+
+    def _start(self, job: ClaimedJob) -> None:
+        self._held[job.id] = job.lease_token
+        self._in_flight[job.queue] += 1
+        task = asyncio.create_task(self._run_job(job), name=f"aqueue-job-{job.id}")
+        self._running[job.id] = task
+
+    # --- running ------------------------------------------------------------------------
+
+    async def _run_job(self, job: ClaimedJob) -> None:
+        ctx = JobContext(self.pool, job.id, job.type, job.queue, job.attempt, job.max_attempts)
+        try:
+            outcome: Outcome | None = await self._call_handler(job, ctx)
+            if ctx.connection is not None:
+                outcome = await self._complete_in_transaction(job, ctx, outcome)
+            if outcome is not None:
+                self.completer.add(outcome)
+        except Exception:
+            # Only the completion transaction's commit gets here (the handler's own errors
+            # are outcomes). Whether it committed is unknown: stop renewing the lease and
+            # let the reaper decide, which leaves a COMPLETED job alone.
+            log.exception("job %s: completing in its transaction failed", job.id)
+            self._held.pop(job.id, None)
+        finally:
+            await ctx.close()
+            del self._running[job.id]
+            self._in_flight[job.queue] -= 1
+            self._slot_freed[job.queue].set()
+
+    async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
+        handler = self.registry.get(job.type)
+        try:
+            if handler is None:
+                raise LookupError(
+                    f"no handler for job type {job.type!r} on worker {self.id} "
+                    f"(known: {', '.join(self.registry)}); start the worker with --app"
+                )
+            result = await handler(job.payload, ctx)
+            if result is not None:
+                json.dumps(result)  # a result that cannot be stored is the handler's failure
+        except Exception as exc:
+            return self._failure(job, exc)
+        return Outcome(job.id, job.lease_token, JobStatus.COMPLETED, result=result)
+
+    def _failure(self, job: ClaimedJob, exc: BaseException) -> Outcome:
+        error = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS:]
+        if job.attempt >= job.max_attempts:
+            return Outcome(job.id, job.lease_token, JobStatus.DEAD, error=error)
+        delay = backoff_seconds(
+            job.attempt, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds
+        )
+        return Outcome(job.id, job.lease_token, JobStatus.RETRY, error=error, retry_in=delay)
+
+    async def _complete_in_transaction(
+        self, job: ClaimedJob, ctx: JobContext, outcome: Outcome | None
+    ) -> Outcome | None:
+        """The handler wrote through the completion transaction: on success, the job's
+        completion joins that transaction and both commit together, or neither does (the
+        lease was lost). On failure the handler's writes are rolled back with it."""
+        if outcome is None or outcome.status is not JobStatus.COMPLETED:
+            return outcome  # ctx.close() rolls the handler's writes back
+        conn = ctx.connection
+        assert conn is not None
+        accepted = await store.record_outcomes(conn, [outcome], self.id)
+        if job.id not in accepted:
+            log.warning("job %s: lease lost before completion; its writes are rolled back", job.id)
+            self._held.pop(job.id, None)
+            return None
+        await ctx.commit()
+        self._written([outcome], accepted)
+        return None
+
+    def _written(self, outcomes: Sequence[Outcome], accepted: set[uuid.UUID]) -> None:
+        for outcome in outcomes:
+            self._held.pop(outcome.job_id, None)
+            if outcome.job_id not in accepted:
+                log.warning(
+                    "job %s: outcome %s rejected, the lease had been reclaimed",
+                    outcome.job_id,
+                    outcome.status,
+                )
+            elif outcome.status is JobStatus.COMPLETED:
+                self.completed += 1
+            else:
+                self.failed += 1
+        self._wake_claimers()
+
+    def _wake_claimers(self) -> None:
+        for event in self._slot_freed.values():
+            event.set()
+
+    # --- heartbeat ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self._renew_leases()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _renew_leases(self) -> None:
+        leases = list(self._held.items())
+        kept = await store.extend_leases(self.pool, leases, self.settings.lease_seconds)
+        for job_id, _token in leases:
+            task = self._running.get(job_id)
+            if job_id not in kept and task is not None:
+                # Reclaimed by the reaper (we were silent too long): another worker may be
+                # running it now, and our outcome would be rejected. Stop the duplicate.
+                log.warning("job %s: lease lost; cancelling its handler here", job_id)
+                self._held.pop(job_id, None)
+                task.cancel()
+
+
+async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

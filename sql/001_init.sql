@@ -1,0 +1,90 @@
+-- 001_init: the jobs table (the seed's columns and names kept), its history, and the
+-- indexes the hot path needs. Applied once, in a transaction, by aqueue.db.migrate().
+
+-- Needs PostgreSQL 13 or newer (gen_random_uuid() in core); aqueue targets 14+.
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    type             text        NOT NULL,
+    payload          jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    status           text        NOT NULL DEFAULT 'PENDING',
+    queue            text        NOT NULL DEFAULT 'default',
+    priority         integer     NOT NULL DEFAULT 0,
+    attempts         integer     NOT NULL DEFAULT 0,
+    max_attempts     integer     NOT NULL DEFAULT 5,
+    run_after        timestamptz NOT NULL DEFAULT now(),
+    locked_by        text,
+    locked_at        timestamptz,
+    last_error       text,
+    idempotency_key  text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- added for the guarantees: the lease that fences a worker's outcome
+    lease_token      uuid,
+    lease_expires_at timestamptz,
+    result           jsonb,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    CONSTRAINT jobs_status_valid CHECK (status IN
+        ('PENDING', 'RUNNING', 'RETRY', 'COMPLETED', 'DEAD', 'CANCELLED')),
+    CONSTRAINT jobs_attempts_valid CHECK (attempts >= 0 AND max_attempts >= 1),
+    -- a RUNNING job always carries a lease; nothing else does
+    CONSTRAINT jobs_lease_iff_running CHECK
+        ((status = 'RUNNING') = (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL))
+);
+
+-- The claim reads this index only: runnable jobs, in the order they are handed out.
+-- Being partial, its size follows the backlog, not the finished history.
+CREATE INDEX IF NOT EXISTS jobs_runnable_idx
+    ON jobs (queue, priority DESC, run_after)
+    WHERE status IN ('PENDING', 'RETRY');
+
+-- The reaper's scan for expired leases.
+CREATE INDEX IF NOT EXISTS jobs_lease_idx
+    ON jobs (lease_expires_at)
+    WHERE status = 'RUNNING';
+
+-- One job per idempotency key, also under concurrent enqueues.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key_idx
+    ON jobs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- GET /jobs: newest first, keyset-paginated on (created_at, id).
+CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_at DESC, id DESC);
+
+-- Every state change of a job: when, into which status, by which worker, with which error.
+-- Written by the same statement that makes the transition, so history costs no round trip.
+-- No foreign key: a check per row on the hot path buys nothing, retention deletes both.
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id  uuid        NOT NULL,
+    at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    status  text        NOT NULL,
+    attempt integer     NOT NULL,
+    worker  text,
+    error   text
+);
+CREATE INDEX IF NOT EXISTS job_events_job_idx ON job_events (job_id, at);
+
+-- Per inserting statement: the creation event of every new job, and one NOTIFY per queue
+-- (never per row, never the payload): a batch of 1,000 jobs wakes the workers once.
+-- Any insert path does this, the caller's own SQL included, and the notification is
+-- sent only if the transaction commits.
+CREATE OR REPLACE FUNCTION aqueue_on_jobs_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+BEGIN
+    INSERT INTO job_events (job_id, at, status, attempt)
+        SELECT id, created_at, status, attempts FROM new_jobs;
+    FOR q IN SELECT DISTINCT queue FROM new_jobs LOOP
+        PERFORM pg_notify('aqueue_jobs', q);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS jobs_inserted ON jobs;
+CREATE TRIGGER jobs_inserted
+    AFTER INSERT ON jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION aqueue_on_jobs_inserted();

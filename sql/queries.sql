@@ -1,0 +1,178 @@
+-- Every statement aqueue runs, each under a `-- name: x --` header.
+-- Loaded once by aqueue/store.py, which is the only module that runs them.
+-- Conventions: a state change writes its job_events rows in the same statement
+-- (a data-modifying CTE), and a worker's outcome is fenced by its lease token.
+
+-- name: insert_job --
+-- One round trip for the common case. An idempotency-key conflict returns no row;
+-- the caller then reads the existing job (a new statement, so it sees the winner's commit).
+INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
+VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: insert_jobs --
+-- A whole batch in one statement; the trigger sends one NOTIFY per queue.
+INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
+SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_after, now()),
+       u.max_attempts, u.idempotency_key
+FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int[],
+            $6::timestamptz[], $7::int[], $8::text[])
+     AS u(id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: job_ids_by_keys --
+SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1::text[]);
+
+-- name: job_by_key --
+SELECT * FROM jobs WHERE idempotency_key = $1;
+
+-- name: get_job --
+SELECT * FROM jobs WHERE id = $1;
+
+-- name: list_jobs --
+-- Newest first, keyset-paginated on (created_at, id): a page costs the same however deep.
+SELECT * FROM jobs
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::text IS NULL OR type = $3)
+  AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $6;
+
+-- name: job_events --
+SELECT at, status, attempt, worker, error FROM job_events WHERE job_id = $1 ORDER BY at;
+
+-- name: claim --
+-- The hot path: pick up to $2 runnable jobs of queue $1 and lease them to worker $3 for
+-- $4 seconds, in one statement. SKIP LOCKED lets concurrent workers pass each other's
+-- picks instead of queueing behind them; the picked ids are handed to the UPDATE as an
+-- array (`id = ANY(ARRAY(...))`) so the planner cannot turn the pick into a bad join.
+-- Each claim gets a fresh lease token: only its holder may record the outcome.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status IN ('PENDING', 'RETRY') AND queue = $1 AND run_after <= now()
+    ORDER BY priority DESC, run_after
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j SET
+        status = 'RUNNING',
+        attempts = j.attempts + 1,
+        locked_by = $3,
+        locked_at = now(),
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => $4),
+        started_at = now(),
+        updated_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
+              j.lease_token
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker)
+    SELECT id, 'RUNNING', attempts, $3 FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: seconds_until_next_job --
+-- How long a worker of queue $1 may sleep before a delayed or retrying job comes due.
+SELECT extract(epoch FROM min(run_after) - now())::float8
+FROM jobs WHERE status IN ('PENDING', 'RETRY') AND queue = $1;
+
+-- name: record_outcomes --
+-- A batch of outcomes (COMPLETED, RETRY or DEAD) in one statement. A row is written only
+-- while the job is still RUNNING under the same lease token: a worker whose lease was
+-- reclaimed cannot overwrite the new owner's outcome. Returns the ids that were accepted.
+WITH outcome AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[],
+                         $6::float8[])
+        AS o(id, token, status, result, error, retry_in)
+), finished AS (
+    UPDATE jobs j SET
+        status = o.status,
+        result = o.result,
+        last_error = coalesce(o.error, j.last_error),
+        run_after = CASE WHEN o.status = 'RETRY'
+                         THEN now() + make_interval(secs => o.retry_in)
+                         ELSE j.run_after END,
+        finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE now() END,
+        locked_by = NULL,
+        locked_at = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM outcome o
+    WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
+    RETURNING j.id, j.status, j.attempts, o.error
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error)
+    SELECT id, status, attempts, $7, error FROM finished
+)
+SELECT id FROM finished;
+
+-- name: extend_leases --
+-- The worker's heartbeat: renew the leases it still holds, one statement for all.
+-- Returns the ids still held; a missing id means the lease was lost (reclaimed).
+UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
+FROM unnest($1::uuid[], $2::uuid[]) AS h(id, token)
+WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'RUNNING'
+RETURNING j.id;
+
+-- name: release_jobs --
+-- Graceful shutdown: hand unfinished jobs back without spending an attempt on them.
+WITH released AS (
+    UPDATE jobs j SET
+        status = 'RETRY',
+        attempts = greatest(j.attempts - 1, 0),
+        run_after = now(),
+        last_error = $3,
+        locked_by = NULL,
+        locked_at = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
+    WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'RUNNING'
+    RETURNING j.id, j.attempts, j.queue
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error)
+    SELECT id, 'RETRY', attempts, $4, $3 FROM released
+)
+SELECT id, queue FROM released;
+
+-- name: reclaim_expired --
+-- The reaper: jobs whose lease ran out (their worker died or hung) go back to RETRY,
+-- or to DEAD when their attempts are used up. At most $1 per statement.
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE status = 'RUNNING' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), reclaimed AS (
+    UPDATE jobs j SET
+        status = CASE WHEN j.attempts >= j.max_attempts THEN 'DEAD' ELSE 'RETRY' END,
+        last_error = 'lease expired: worker ' || coalesce(j.locked_by, '?')
+                     || ' stopped renewing it (killed or hung?)',
+        run_after = now(),
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        locked_by = NULL,
+        locked_at = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
+    RETURNING j.id, j.status, j.attempts, j.queue, j.last_error
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error)
+    SELECT id, status, attempts, $2, last_error FROM reclaimed
+)
+SELECT id, status, queue FROM reclaimed;
+
+-- name: notify_queues --
+-- Wake the workers of these queues (jobs became runnable other than by an INSERT).
+SELECT pg_notify('aqueue_jobs', q) FROM unnest($1::text[]) AS q;
+
+-- name: ping --
+SELECT 1;

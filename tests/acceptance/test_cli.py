@@ -1,0 +1,147 @@
+"""The `aqueue` command line: clear one-line errors, enqueue/status for scripts, and the
+zero-setup path (no database URL: the embedded PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, ServeProcess, aqueue_command, free_port, subprocess_env, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        aqueue_command(*args),
+        env=env or subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("aqueue: error:")
+    return lines[0]
+
+
+def test_a_bad_flag_value_is_one_line_and_exit_2():
+    result = run_cli("serve", "--concurrency", "lots")
+    assert result.returncode == 2
+    assert "--concurrency must be a whole number" in one_line_error(result)
+
+
+def test_an_unknown_flag_is_one_line_and_exit_2():
+    result = run_cli("serve", "--colour", "blue")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --colour" in one_line_error(result)
+
+
+def test_an_unknown_role_is_refused():
+    result = run_cli("serve", "--roles", "api,cook")
+    assert result.returncode == 2
+    assert "unknown role 'cook'" in one_line_error(result)
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1():
+    result = run_cli(
+        "serve", "--roles", "worker", "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere"
+    )
+    assert result.returncode == 1
+    assert "cannot reach the database" in one_line_error(result)
+
+
+def test_an_app_that_cannot_be_imported_is_one_line_and_exit_1(db_url):
+    result = run_cli("serve", "--database-url", db_url, "--app", "no_such_module:registry")
+    assert result.returncode == 1
+    assert "cannot import 'no_such_module'" in one_line_error(result)
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(db_url):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--database-url", db_url, "--port", str(port))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(result)
+
+
+def test_enqueue_then_status_print_the_job_as_json(db_url):
+    created = run_cli(
+        "enqueue",
+        "demo.echo",
+        "--payload",
+        '{"a": 1}',
+        "--queue",
+        "email",
+        "--database-url",
+        db_url,
+    )
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert job["status"] == "PENDING" and job["queue"] == "email"
+    shown = run_cli("status", job["id"], "--database-url", db_url)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["payload"] == {"a": 1}
+
+
+def test_enqueue_with_bad_json_payload_is_one_line_and_writes_nothing(db_url):
+    result = run_cli("enqueue", "demo.echo", "--payload", "{nope", "--database-url", db_url)
+    assert result.returncode == 1
+    assert "--payload is not valid JSON" in one_line_error(result)
+
+
+def test_status_of_an_unknown_job_exits_1(db_url):
+    result = run_cli("status", "00000000-0000-0000-0000-000000000000", "--database-url", db_url)
+    assert result.returncode == 1
+    assert "no job with id" in one_line_error(result)
+
+
+def test_migrate_twice_applies_once(db_url):
+    first = run_cli("migrate", "--database-url", db_url)
+    assert first.returncode == 0 and "up to date" in first.stdout  # the template is migrated
+
+
+async def test_serve_without_a_database_url_runs_on_the_embedded_postgres(tmp_path: Path):
+    port = free_port()
+    env = subprocess_env()
+    env.pop("AQUEUE_TEST_DATABASE_URL", None)
+    server = ServeProcess("--data-dir", str(tmp_path / "aq"), "--port", str(port), env=env)
+    await server.start(timeout=60)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            job = (await http.post("/jobs", json={"type": "demo.echo", "payload": [1]})).json()
+
+            async def done() -> bool:
+                return (await http.get(f"/jobs/{job['id']}")).json()["status"] == "COMPLETED"
+
+            await wait_for(done, timeout=15)
+    finally:
+        server.signal(signal.SIGTERM)
+        code = await server.wait(timeout=60)
+    assert code == 0
+    assert (tmp_path / "aq" / "pgdata" / "PG_VERSION").is_file()
+    # the embedded server was stopped with aqueue
+    assert not (tmp_path / "aq" / "pgdata" / "postmaster.pid").exists()
+
+
+def test_help_documents_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("serve", "migrate", "enqueue", "status"):
+        assert command in result.stdout
+    assert sys.executable  # the CLI ran under this interpreter

@@ -1,0 +1,165 @@
+"""Helpers for tests: fast settings, workers in-process and as subprocesses, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from aqueue.notifier import Notifier
+from aqueue.registry import Registry, builtin_registry
+from aqueue.settings import Settings
+from aqueue.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fast_settings(**changes: object) -> Settings:
+    """Fast settings for tests: short leases, backoffs and polls."""
+    base = dict(
+        lease_seconds=5.0,
+        backoff_base_seconds=0.05,
+        backoff_cap_seconds=0.2,
+        poll_seconds=1.0,
+        shutdown_grace_seconds=5.0,
+        reaper_interval_seconds=0.2,
+    )
+    base.update(changes)
+    return Settings().with_overrides(**base)
+
+
+class RunningWorker:
+    """An in-process worker (with its own LISTEN connection) on the test's pool."""
+
+    def __init__(self, worker: Worker, notifier: Notifier, tasks: list[asyncio.Task[None]]):
+        self.worker = worker
+        self.notifier = notifier
+        self.tasks = tasks
+
+    async def stop(self, now: bool = False) -> None:
+        self.worker.stop(now=now)
+        await self.tasks[1]
+        self.tasks[0].cancel()
+        await asyncio.gather(self.tasks[0], return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    pool: asyncpg.Pool,
+    url: str,
+    registry: Registry | None = None,
+    **settings: object,
+) -> AsyncIterator[RunningWorker]:
+    reg = builtin_registry()
+    if registry is not None:
+        reg.include(registry)
+    notifier = Notifier(url)
+    worker = Worker(pool, notifier, reg, fast_settings(**settings))
+    tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(worker.run())]
+    await asyncio.wait_for(notifier.connected.wait(), 10)
+    running = RunningWorker(worker, notifier, tasks)
+    try:
+        yield running
+    finally:
+        if not tasks[1].done():
+            await running.stop()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll an async predicate until it returns something truthy; return that."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+def aqueue_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "aqueue.cli", *args]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.pop("DATABASE_URL", None)
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServeProcess:
+    """`aqueue serve` as a subprocess; started() returns once it logged `marker`."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = env or subprocess_env()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, marker: str = "serving", timeout: float = 30) -> ServeProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            *aqueue_command("serve", *self.args),
+            env=self.env,
+            cwd=str(ROOT),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        seen = asyncio.Event()
+
+        async def read() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            async for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                self.lines.append(line)
+                if marker in line:
+                    seen.set()
+
+        self._reader = asyncio.create_task(read())
+        waiter = asyncio.create_task(seen.wait())
+        exited = asyncio.create_task(self.proc.wait())
+        await asyncio.wait([waiter, exited], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        exited.cancel()
+        if not seen.is_set():
+            await self.kill()
+            raise AssertionError("aqueue serve did not start:\n" + "\n".join(self.lines[-30:]))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()

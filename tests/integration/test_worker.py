@@ -1,0 +1,289 @@
+"""The worker role against a real PostgreSQL: running, retrying, dead-lettering,
+delayed jobs, the lease fence, the completion transaction, shutdown and LISTEN."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from aqueue import JobStatus, Registry, enqueue, store
+from aqueue.model import JobSpec
+from aqueue.registry import JobContext
+from aqueue.store import Outcome
+from tests.helpers import running_worker, wait_for
+
+
+async def status_of(pool: asyncpg.Pool, job_id: Any) -> JobStatus:
+    job = await store.get_job(pool, job_id)
+    assert job is not None
+    return job.status
+
+
+async def wait_status(pool: asyncpg.Pool, job_id: Any, status: JobStatus, timeout: float = 10):
+    async def reached() -> bool:
+        return await status_of(pool, job_id) is status
+
+    await wait_for(reached, timeout)
+    job = await store.get_job(pool, job_id)
+    assert job is not None
+    return job
+
+
+async def test_worker_completes_a_job_and_stores_its_result(pool, db_url):
+    async with running_worker(pool, db_url):
+        job = await enqueue(pool, "demo.echo", {"hello": "world"})
+        done = await wait_status(pool, job.id, JobStatus.COMPLETED)
+    assert done.result == {"hello": "world"}
+    assert done.attempts == 1
+    assert done.started_at is not None and done.finished_at is not None
+    assert done.started_at <= done.finished_at
+
+
+async def test_every_transition_is_recorded_in_the_job_history(pool, db_url):
+    async with running_worker(pool, db_url):
+        job = await enqueue(pool, "demo.echo", {})
+        await wait_status(pool, job.id, JobStatus.COMPLETED)
+    events = await store.job_events(pool, job.id)
+    assert [e.status for e in events] == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED]
+    assert events[1].worker is not None and events[1].worker == events[2].worker
+
+
+async def test_a_failing_job_retries_with_backoff_then_goes_dead(pool, db_url):
+    async with running_worker(pool, db_url, backoff_base_seconds=0.05, backoff_cap_seconds=0.1):
+        job = await enqueue(pool, "demo.fail", {"message": "boom"}, max_attempts=3)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD)
+    assert dead.attempts == 3
+    assert dead.last_error is not None
+    assert "RuntimeError: boom" in dead.last_error
+    assert "Traceback" in dead.last_error
+    statuses = [e.status for e in await store.job_events(pool, job.id)]
+    assert statuses == [
+        JobStatus.PENDING,
+        JobStatus.RUNNING,
+        JobStatus.RETRY,
+        JobStatus.RUNNING,
+        JobStatus.RETRY,
+        JobStatus.RUNNING,
+        JobStatus.DEAD,
+    ]
+
+
+async def test_a_retry_waits_out_its_backoff(pool, db_url):
+    async with running_worker(pool, db_url, backoff_base_seconds=0.5, backoff_cap_seconds=0.5):
+        job = await enqueue(pool, "demo.fail", {}, max_attempts=2)
+        await wait_status(pool, job.id, JobStatus.DEAD)
+    events = await store.job_events(pool, job.id)
+    failed_at = events[2].at
+    second_start = events[3].at
+    # full jitter within [cap/2, cap]: at least 0.25 s between failure and retry
+    assert second_start - failed_at >= timedelta(seconds=0.24)
+
+
+async def test_a_job_with_an_unknown_type_fails_with_a_message_naming_it(pool, db_url):
+    async with running_worker(pool, db_url):
+        job = await enqueue(pool, "nobody.handles.this", {}, max_attempts=1)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD)
+    assert "no handler for job type 'nobody.handles.this'" in (dead.last_error or "")
+
+
+async def test_a_result_that_is_not_json_fails_the_attempt(pool, db_url):
+    registry = Registry()
+
+    @registry.task("test.bad_result")
+    async def bad_result(payload: Any, ctx: JobContext) -> Any:
+        return {"when": object()}
+
+    async with running_worker(pool, db_url, registry):
+        job = await enqueue(pool, "test.bad_result", {}, max_attempts=1)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD)
+    assert "not JSON serializable" in (dead.last_error or "")
+
+
+async def test_a_delayed_job_starts_on_time_without_polling(pool, db_url):
+    # The safety-net poll is far away: only the worker's timer can start the job on time.
+    async with running_worker(pool, db_url, poll_seconds=60):
+        await asyncio.sleep(0.1)  # the worker is idle, asleep until notified
+        run_after = datetime.now(UTC) + timedelta(seconds=0.7)
+        job = await enqueue(pool, "demo.echo", {}, run_after=run_after)
+        done = await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=5)
+    assert done.started_at is not None
+    assert done.started_at >= run_after
+    assert done.started_at - run_after < timedelta(seconds=0.5)
+
+
+async def test_higher_priority_jobs_are_claimed_first(pool, db_url):
+    await store.insert_jobs(
+        pool, [JobSpec(type="demo.echo", payload={"n": n}, priority=n) for n in (1, 5, 3)]
+    )
+    async with running_worker(pool, db_url, queues={"default": 1}):
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) = 3 FROM jobs WHERE status = 'COMPLETED'")
+        )
+    order = await pool.fetch("SELECT priority FROM jobs ORDER BY started_at")
+    assert [r["priority"] for r in order] == [5, 3, 1]
+
+
+async def test_a_worker_serves_only_its_queues(pool, db_url):
+    other = await enqueue(pool, "demo.echo", {}, queue="email")
+    mine = await enqueue(pool, "demo.echo", {}, queue="video")
+    async with running_worker(pool, db_url, queues={"video": 2}):
+        await wait_status(pool, mine.id, JobStatus.COMPLETED)
+        await asyncio.sleep(0.2)
+        assert await status_of(pool, other.id) is JobStatus.PENDING
+
+
+async def test_concurrency_bounds_the_jobs_running_at_once(pool, db_url):
+    registry = Registry()
+    running = 0
+    peak = 0
+
+    @registry.task("test.track")
+    async def track(payload: Any, ctx: JobContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    await store.insert_jobs(pool, [JobSpec(type="test.track") for _ in range(30)])
+    async with running_worker(pool, db_url, registry, queues={"default": 4}):
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) = 30 FROM jobs WHERE status = 'COMPLETED'")
+        )
+    assert peak == 4
+
+
+async def test_a_stale_workers_late_completion_is_rejected_by_the_lease(pool):
+    job = await enqueue(pool, "demo.echo", {})
+    [first] = await store.claim(pool, "default", 1, "worker-a", 0.1)
+    await asyncio.sleep(0.2)  # worker-a falls silent; its lease runs out
+    reclaimed = await store.reclaim_expired(pool, 10, "reaper")
+    assert [r.job_id for r in reclaimed] == [job.id]
+    [second] = await store.claim(pool, "default", 1, "worker-b", 30)
+    assert second.lease_token != first.lease_token
+
+    stale = Outcome(job.id, first.lease_token, JobStatus.COMPLETED, result={"by": "a"})
+    assert await store.record_outcomes(pool, [stale], "worker-a") == set()
+    fresh = Outcome(job.id, second.lease_token, JobStatus.COMPLETED, result={"by": "b"})
+    assert await store.record_outcomes(pool, [fresh], "worker-b") == {job.id}
+    done = await store.get_job(pool, job.id)
+    assert done is not None and done.result == {"by": "b"} and done.attempts == 2
+
+
+async def test_handler_writes_commit_together_with_the_completion(pool, db_url):
+    await pool.execute("CREATE TABLE effects (job_id uuid PRIMARY KEY)")
+    registry = Registry()
+
+    @registry.task("test.effect")
+    async def effect(payload: Any, ctx: JobContext) -> str:
+        conn = await ctx.transaction()
+        await conn.execute("INSERT INTO effects VALUES ($1)", ctx.job_id)
+        if payload.get("fail"):
+            raise RuntimeError("after writing")
+        return "ok"
+
+    async with running_worker(pool, db_url, registry):
+        good = await enqueue(pool, "test.effect", {})
+        bad = await enqueue(pool, "test.effect", {"fail": True}, max_attempts=1)
+        await wait_status(pool, good.id, JobStatus.COMPLETED)
+        await wait_status(pool, bad.id, JobStatus.DEAD)
+    rows = {r["job_id"] for r in await pool.fetch("SELECT job_id FROM effects")}
+    assert rows == {good.id}  # the failed attempt's write was rolled back
+
+
+async def test_handler_writes_roll_back_when_the_lease_was_lost(pool, db_url):
+    await pool.execute("CREATE TABLE effects (job_id uuid PRIMARY KEY)")
+    registry = Registry()
+    reclaimed = asyncio.Event()
+
+    @registry.task("test.slow_effect")
+    async def slow_effect(payload: Any, ctx: JobContext) -> str:
+        conn = await ctx.transaction()
+        await conn.execute("INSERT INTO effects VALUES ($1)", ctx.job_id)
+        await reclaimed.wait()
+        return "too late"
+
+    async with running_worker(pool, db_url, registry, lease_seconds=30):
+        job = await enqueue(pool, "test.slow_effect", {})
+        await wait_status(pool, job.id, JobStatus.RUNNING)
+        # Another party takes the job away (as the reaper would after an expiry).
+        await pool.execute("UPDATE jobs SET lease_token = gen_random_uuid() WHERE id = $1", job.id)
+        reclaimed.set()
+        await asyncio.sleep(0.3)
+    assert await pool.fetchval("SELECT count(*) FROM effects") == 0
+    assert await status_of(pool, job.id) is JobStatus.RUNNING  # the new owner's to finish
+
+
+async def test_heartbeats_keep_a_long_job_leased(pool, db_url):
+    async with running_worker(pool, db_url, lease_seconds=0.6):
+        job = await enqueue(pool, "demo.sleep", {"seconds": 1.5})
+        await wait_status(pool, job.id, JobStatus.RUNNING)
+        # Three leases long; a reaper running meanwhile finds nothing to reclaim.
+        for _ in range(6):
+            await asyncio.sleep(0.25)
+            assert await store.reclaim_expired(pool, 10, "reaper") == []
+        done = await wait_status(pool, job.id, JobStatus.COMPLETED)
+    assert done.attempts == 1
+
+
+async def test_shutdown_lets_running_jobs_finish_within_the_grace_period(pool, db_url):
+    async with running_worker(pool, db_url, shutdown_grace_seconds=5) as w:
+        job = await enqueue(pool, "demo.sleep", {"seconds": 0.3})
+        await wait_status(pool, job.id, JobStatus.RUNNING)
+        await w.stop()
+    assert await status_of(pool, job.id) is JobStatus.COMPLETED
+
+
+async def test_shutdown_releases_jobs_that_outlive_the_grace_period(pool, db_url):
+    async with running_worker(pool, db_url, shutdown_grace_seconds=0.2) as w:
+        job = await enqueue(pool, "demo.sleep", {"seconds": 30})
+        await wait_status(pool, job.id, JobStatus.RUNNING)
+        started = time.monotonic()
+        await w.stop()
+        assert time.monotonic() - started < 5
+    released = await store.get_job(pool, job.id)
+    assert released is not None
+    assert released.status is JobStatus.RETRY
+    assert released.attempts == 0  # the interrupted attempt does not count
+    assert released.run_after <= datetime.now(UTC)
+
+
+async def test_a_stopped_worker_claims_nothing_more(pool, db_url):
+    async with running_worker(pool, db_url) as w:
+        await w.stop()
+        job = await enqueue(pool, "demo.echo", {})
+        await asyncio.sleep(0.2)
+    assert await status_of(pool, job.id) is JobStatus.PENDING
+
+
+async def test_new_jobs_are_picked_up_after_the_listen_connection_is_killed(pool, db_url):
+    # Poll far away: only a re-established LISTEN can explain a fast pickup.
+    async with running_worker(pool, db_url, poll_seconds=60) as w:
+        old_pid = w.notifier.backend_pid
+        await pool.execute("SELECT pg_terminate_backend($1)", old_pid)
+
+        async def listening_again() -> bool:
+            return w.notifier.connected.is_set() and w.notifier.backend_pid != old_pid
+
+        await wait_for(listening_again, timeout=5)
+        await asyncio.sleep(0.05)  # the worker is idle again
+        job = await enqueue(pool, "demo.echo", {})
+        done = await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=5)
+    assert done.started_at is not None
+    assert done.started_at - done.created_at < timedelta(seconds=1)
+
+
+async def test_jobs_enqueued_while_listen_was_down_are_claimed_on_reconnect(pool, db_url):
+    async with running_worker(pool, db_url, poll_seconds=60) as w:
+        await asyncio.sleep(0.05)
+        # Close the LISTEN connection from our side and enqueue before it comes back.
+        w.notifier.connected.clear()
+        await pool.execute("SELECT pg_terminate_backend($1)", w.notifier.backend_pid)
+        job = await enqueue(pool, "demo.echo", {})
+        done = await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=5)
+    assert done.started_at is not None
+    assert done.started_at - done.created_at < timedelta(seconds=2)
