@@ -15,12 +15,10 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from aqueue import store
-from aqueue.db import is_connection_error
+from aqueue.db import is_connection_error, retry_delay
 from aqueue.store import Outcome
 
 log = logging.getLogger("aqueue.completer")
-
-RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 class Completer:
@@ -76,15 +74,15 @@ class Completer:
     async def _write(self, batch: Sequence[Outcome]) -> set[uuid.UUID]:
         # A write that failed for want of a connection is retried: the outcomes stay fenced
         # by their leases, so one that lands after the reaper reclaimed its job is rejected.
-        attempt = 0
+        failures = 0
         while True:
             try:
                 return await store.record_outcomes(self._pool, batch, self._worker_id)
             except Exception as exc:
                 if not is_connection_error(exc):
                     return await self._write_one_by_one(batch, exc)
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                attempt += 1
+                failures += 1
+                delay = retry_delay(failures)
                 log.warning(
                     "writing %d outcomes failed (%s); retrying in %.2fs", len(batch), exc, delay
                 )

@@ -57,6 +57,15 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
+_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after `failures` consecutive connection failures (1, 2, ...):
+    quick at first (a restart is usually brief), then no faster than every 2 s."""
+    return _RETRY_DELAYS[min(max(failures, 1), len(_RETRY_DELAYS)) - 1]
+
+
 SERVER_SETTINGS = {"jit": "off", "application_name": "aqueue"}
 
 

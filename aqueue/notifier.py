@@ -21,7 +21,6 @@ log = logging.getLogger("aqueue.notifier")
 
 CHANNEL = "aqueue_jobs"
 KEEPALIVE_SECONDS = 5.0  # a half-open TCP connection is found within this
-RECONNECT_DELAYS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 POOLER_PORTS = frozenset({6432})
 
 
@@ -62,9 +61,11 @@ class Notifier:
                 log.warning("LISTEN connection failed: %s", exc)
             finally:
                 self.connected.clear()
-            delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+            # The first reconnect is immediate: after a lost connection every millisecond
+            # without LISTEN is a millisecond of pickup latency.
+            if failures:
+                await asyncio.sleep(db.retry_delay(failures))
             failures += 1
-            await asyncio.sleep(delay)
 
     async def _listen_until_lost(self) -> None:
         conn = await db.connect(self._url)

@@ -27,6 +27,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.completer import Completer
+from aqueue.db import is_connection_error, retry_delay
 from aqueue.model import JobStatus, backoff_seconds
 from aqueue.notifier import Notifier
 from aqueue.registry import JobContext, Registry
@@ -36,6 +37,8 @@ from aqueue.store import ClaimedJob, Outcome
 log = logging.getLogger("aqueue.worker")
 
 MAX_ERROR_CHARS = 8000
+# How long a stopping claim loop may take to finish the statement it is in.
+CLAIM_STOP_SECONDS = 5.0
 
 
 def new_worker_id() -> str:
@@ -91,12 +94,17 @@ class Worker:
             asyncio.create_task(self._claim_loop(q, n), name=f"aqueue-claim-{q}")
             for q, n in self.settings.queues.items()
         ]
+        stop = asyncio.create_task(self._stopping.wait())
         try:
-            stop = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait([stop, *claimers], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop:
                     task.result()  # a claim loop only ends by raising
+            # Let each claim loop see the stop between statements rather than cancel one
+            # mid-claim: a claim cancelled in flight may commit with nobody holding its jobs.
+            self._stopping.set()
+            self._wake_claimers()
+            await asyncio.wait(claimers, timeout=CLAIM_STOP_SECONDS)
         finally:
             self._stopping.set()
             for task in (stop, *claimers):
@@ -142,6 +150,7 @@ class Worker:
         wake = self.notifier.subscribe(queue)
         slot_freed = self._slot_freed[queue]
         settings = self.settings
+        failures = 0
         while not self._stopping.is_set():
             free = concurrency - self._in_flight[queue]
             # Back-pressure: outcomes are written in batches, but never pile up unbounded.
@@ -150,15 +159,27 @@ class Worker:
                 await slot_freed.wait()
                 continue
             wake.clear()  # before the claim: a notification during it is not lost
-            jobs = await store.claim(self.pool, queue, free, self.id, settings.lease_seconds)
-            for job in jobs:
-                self._start(job)
-            if len(jobs) == free:
-                await asyncio.sleep(0)  # let the new handlers start before claiming more
+            try:
+                jobs = await store.claim(self.pool, queue, free, self.id, settings.lease_seconds)
+                for job in jobs:
+                    self._start(job)
+                if len(jobs) == free:
+                    await asyncio.sleep(0)  # let the new handlers start before claiming more
+                    continue
+                due_in = await store.seconds_until_next_job(self.pool, queue)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                # The database is away (restart, network): keep trying, a little slower
+                # each time; the notifier wakes us as soon as it is listening again.
+                failures += 1
+                delay = retry_delay(failures)
+                log.warning("claiming from %r failed (%s); retrying in %.2fs", queue, exc, delay)
+                await _wait_any(wake, self._stopping, delay)
                 continue
+            failures = 0
             # Nothing more is due: sleep until a notification, the next delayed job, the
             # safety-net poll or shutdown, whichever comes first.
-            due_in = await store.seconds_until_next_job(self.pool, queue)
             timeout = (
                 settings.poll_seconds
                 if due_in is None

@@ -287,3 +287,34 @@ async def test_jobs_enqueued_while_listen_was_down_are_claimed_on_reconnect(pool
         done = await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=5)
     assert done.started_at is not None
     assert done.started_at - done.created_at < timedelta(seconds=2)
+
+
+async def test_the_worker_survives_every_connection_being_killed(pool, db_url):
+    # As after a PostgreSQL restart: the pool's connections and the LISTEN connection die.
+    async with running_worker(pool, db_url, poll_seconds=60) as w:
+        first = await enqueue(pool, "demo.echo", {})
+        await wait_status(pool, first.id, JobStatus.COMPLETED)
+        old_pid = w.notifier.backend_pid
+        killer = await asyncpg.connect(db_url)
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await killer.close()
+
+        async def listening_again() -> bool:
+            return w.notifier.connected.is_set() and w.notifier.backend_pid != old_pid
+
+        await wait_for(listening_again, timeout=5)
+        second = await wait_for(lambda: _enqueue_when_possible(pool), timeout=5)
+        done = await wait_status(pool, second.id, JobStatus.COMPLETED, timeout=5)
+    assert done.attempts == 1
+
+
+async def _enqueue_when_possible(pool: asyncpg.Pool) -> Any:
+    try:
+        return await enqueue(pool, "demo.echo", {})
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+        return None
