@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from aqueue import store
-from aqueue.db import is_connection_error, retry_delay
+from aqueue.db import HeldConnection, is_connection_error, retry_delay
 from aqueue.store import Outcome
 
 log = logging.getLogger("aqueue.completer")
@@ -29,7 +29,6 @@ class Completer:
         max_batch: int,
         on_written: Callable[[Sequence[Outcome], set[uuid.UUID]], None],
     ) -> None:
-        self._pool = pool
         self._worker_id = worker_id
         self._max_batch = max_batch
         self._on_written = on_written
@@ -38,6 +37,7 @@ class Completer:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
+        self._held = HeldConnection(pool)
 
     @property
     def backlog(self) -> int:
@@ -53,6 +53,12 @@ class Completer:
 
     async def run(self) -> None:
         """Write outcomes until close() was called and nothing is left."""
+        try:
+            await self._write_until_closed()
+        finally:
+            await self._held.release()
+
+    async def _write_until_closed(self) -> None:
         while True:
             if not self._pending:
                 self._drained.set()
@@ -77,10 +83,12 @@ class Completer:
         failures = 0
         while True:
             try:
-                return await store.record_outcomes(self._pool, batch, self._worker_id)
+                conn = await self._held.get()
+                return await store.record_outcomes(conn, batch, self._worker_id)
             except Exception as exc:
                 if not is_connection_error(exc):
                     return await self._write_one_by_one(batch, exc)
+                await self._held.release()
                 failures += 1
                 delay = retry_delay(failures)
                 log.warning(

@@ -81,6 +81,29 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return pool
 
 
+class HeldConnection:
+    """One pooled connection kept across many statements, because every release to the
+    pool costs a reset round trip; replaced when it breaks. For the worker's hot loops."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: Any = None
+
+    async def get(self) -> asyncpg.Connection:
+        if self._conn is not None and self._conn.is_closed():
+            await self.release()
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        conn: asyncpg.Connection = self._conn
+        return conn
+
+    async def release(self) -> None:
+        """Give the connection back (the pool terminates a broken one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
+
+
 async def connect(url: str) -> asyncpg.Connection:
     """A connection outside the pool (the LISTEN connection, the migrations runner)."""
     conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)

@@ -4,6 +4,7 @@ contain (validation of user input), and the retry backoff. Pure: no I/O here."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -11,7 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -160,9 +161,71 @@ def parse_timestamp(name: str, value: object) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValidationError(f"'{name}' {value!r} is not an ISO 8601 timestamp") from None
-    if parsed.tzinfo is None:
-        raise ValidationError(f"'{name}' {value!r} needs a time zone (e.g. 'Z' or '+00:00')")
-    return parsed
+    return _check_timestamp(name, parsed)
+
+
+def _check_timestamp(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValidationError(f"'{name}' must be a datetime")
+    if value.tzinfo is None:
+        raise ValidationError(f"'{name}' {value.isoformat()!r} needs a time zone (e.g. 'Z')")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(f"'{name}' {value.isoformat()!r} is out of range") from None
+    return value
+
+
+def _check_text(where: str, text: str) -> None:
+    """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""
+    if "\x00" in text:
+        raise ValidationError(f"{where} contains a NUL character (\\u0000), which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{where} contains an unpaired surrogate (invalid Unicode)") from None
+
+
+def _check_payload(payload: object, max_bytes: int) -> None:
+    if not isinstance(payload, dict | list):
+        raise ValidationError("'payload' must be a JSON object or array")
+    stack: list[object] = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            _check_text("'payload'", value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("'payload' contains NaN or Infinity, which JSON cannot hold")
+        elif isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise ValidationError("'payload' object keys must be strings")
+                _check_text("'payload'", key)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > max_bytes:
+        raise ValidationError(f"'payload' is {size} bytes; the limit is {max_bytes}")
+
+
+def check_spec(spec: JobSpec) -> JobSpec:
+    """Every field of a JobSpec within what aqueue stores (the payload aside: see
+    parse_job_spec). Raises ValidationError naming the first problem."""
+    check_name("type", spec.type)
+    check_name("queue", spec.queue)
+    _check_int("priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    _check_int("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+    if spec.run_after is not None:
+        _check_timestamp("run_after", spec.run_after)
+    key = spec.idempotency_key
+    if key is not None:
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise ValidationError(
+                f"'idempotency_key' must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            )
+        _check_text("'idempotency_key'", key)
+    return spec
 
 
 def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
@@ -176,28 +239,20 @@ def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
         )
     if "type" not in data:
         raise ValidationError("'type' is required")
-    payload = data.get("payload", {})
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict | list):
-        raise ValidationError("'payload' must be a JSON object or array")
-    size = len(json.dumps(payload, separators=(",", ":")).encode())
-    if size > max_payload_bytes:
-        raise ValidationError(f"'payload' is {size} bytes; the limit is {max_payload_bytes}")
-    key = data.get("idempotency_key")
-    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY):
-        raise ValidationError(
-            f"'idempotency_key' must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
-        )
+    payload = data.get("payload")
+    payload = {} if payload is None else payload
+    _check_payload(payload, max_payload_bytes)
     run_after = data.get("run_after")
-    return JobSpec(
-        type=check_name("type", data["type"]),
-        payload=payload,
-        queue=check_name("queue", data.get("queue", "default")),
-        priority=_check_int("priority", data.get("priority", 0), -MAX_PRIORITY, MAX_PRIORITY),
-        run_after=None if run_after is None else parse_timestamp("run_after", run_after),
-        max_attempts=_check_int("max_attempts", data.get("max_attempts", 5), 1, MAX_ATTEMPTS_LIMIT),
-        idempotency_key=key,
+    return check_spec(
+        JobSpec(
+            type=data["type"],
+            payload=payload,
+            queue=data.get("queue", "default"),
+            priority=data.get("priority", 0),
+            run_after=None if run_after is None else parse_timestamp("run_after", run_after),
+            max_attempts=data.get("max_attempts", 5),
+            idempotency_key=data.get("idempotency_key"),
+        )
     )
 
 

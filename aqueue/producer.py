@@ -16,24 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from aqueue import store
-from aqueue.model import (
-    MAX_ATTEMPTS_LIMIT,
-    Job,
-    JobSpec,
-    ValidationError,
-    check_name,
-)
+from aqueue.model import Job, JobSpec, check_spec
 from aqueue.store import Executor
-
-
-def _checked(spec: JobSpec) -> JobSpec:
-    check_name("type", spec.type)
-    check_name("queue", spec.queue)
-    if not 1 <= spec.max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise ValidationError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
-    if spec.run_after is not None and spec.run_after.tzinfo is None:
-        raise ValidationError("run_after needs a time zone (a naive datetime is ambiguous)")
-    return spec
 
 
 async def enqueue(
@@ -48,7 +32,9 @@ async def enqueue(
     idempotency_key: str | None = None,
 ) -> Job:
     """Enqueue one job in one round trip and return it. With an idempotency key that
-    already names a job, that job is returned instead (also under concurrent calls)."""
+    already names a job, that job is returned instead (also under concurrent calls).
+    Raises ValidationError for a field aqueue cannot store; the payload is checked by
+    PostgreSQL only (the HTTP API checks its size and content first)."""
     spec = JobSpec(
         type=type,
         payload={} if payload is None else payload,
@@ -58,10 +44,10 @@ async def enqueue(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
     )
-    job, _created = await store.insert_job(db, _checked(spec))
+    job, _created = await store.insert_job(db, check_spec(spec))
     return job
 
 
 async def enqueue_many(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
     """Enqueue a batch in one statement (one NOTIFY per queue); returns the ids in order."""
-    return await store.insert_jobs(db, [_checked(s) for s in specs])
+    return await store.insert_jobs(db, [check_spec(s) for s in specs])

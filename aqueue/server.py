@@ -58,7 +58,7 @@ async def serve(settings: Settings) -> None:
     try:
         async with db.database_url(settings.database_url, settings.data_dir) as url:
             await _migrate(url)
-            pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
+            pool = await db.create_pool(url, settings.pool_min_size, settings.pool_size)
             try:
                 await run_roles(pool, url, settings, registry, sock)
             finally:

@@ -46,6 +46,13 @@ class Settings:
     log_level: str = "INFO"
 
     @property
+    def pool_size(self) -> int:
+        """The pool holds --pool-size connections for handlers, the API and maintenance,
+        plus the ones a worker keeps: one per queue's claim loop and one for the completer."""
+        kept = len(self.queues) + 1 if "worker" in self.roles else 0
+        return self.pool_max_size + kept
+
+    @property
     def heartbeat_seconds(self) -> float:
         """Renew leases three times per lease: one lost heartbeat never loses a job."""
         return self.lease_seconds / 3

@@ -27,7 +27,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.completer import Completer
-from aqueue.db import is_connection_error, retry_delay
+from aqueue.db import HeldConnection, is_connection_error, retry_delay
 from aqueue.model import JobStatus, backoff_seconds
 from aqueue.notifier import Notifier
 from aqueue.registry import JobContext, Registry
@@ -147,6 +147,15 @@ class Worker:
     # --- claiming -----------------------------------------------------------------------
 
     async def _claim_loop(self, queue: str, concurrency: int) -> None:
+        held = HeldConnection(self.pool)
+        try:
+            await self._claim_until_stopped(queue, concurrency, held)
+        finally:
+            await held.release()
+
+    async def _claim_until_stopped(
+        self, queue: str, concurrency: int, held: HeldConnection
+    ) -> None:
         wake = self.notifier.subscribe(queue)
         slot_freed = self._slot_freed[queue]
         settings = self.settings
@@ -160,18 +169,20 @@ class Worker:
                 continue
             wake.clear()  # before the claim: a notification during it is not lost
             try:
-                jobs = await store.claim(self.pool, queue, free, self.id, settings.lease_seconds)
+                conn = await held.get()
+                jobs = await store.claim(conn, queue, free, self.id, settings.lease_seconds)
                 for job in jobs:
                     self._start(job)
                 if len(jobs) == free:
                     await asyncio.sleep(0)  # let the new handlers start before claiming more
                     continue
-                due_in = await store.seconds_until_next_job(self.pool, queue)
+                due_in = await store.seconds_until_next_job(conn, queue)
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
                 # The database is away (restart, network): keep trying, a little slower
                 # each time; the notifier wakes us as soon as it is listening again.
+                await held.release()
                 failures += 1
                 delay = retry_delay(failures)
                 log.warning("claiming from %r failed (%s); retrying in %.2fs", queue, exc, delay)

@@ -58,6 +58,11 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return error_response(503, "the database is unavailable; try again")
 
 
+async def _refused_value(request: Request, exc: Exception) -> Response:
+    # Validation should have caught it first; this keeps a refused value a 4xx, not a 500.
+    return error_response(422, f"the database refused a value: {exc}")
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error")
@@ -77,6 +82,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> Starlette:
             OSError: _database_error,
             asyncpg.PostgresConnectionError: _database_error,
             asyncpg.InterfaceError: _database_error,
+            asyncpg.DataError: _refused_value,
             Exception: _unexpected_error,
         },
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -144,7 +144,7 @@ def _parse_status(value: str | None) -> JobStatus | None:
 def _parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}, got {value!r}")
     return int(value)
 
@@ -158,8 +158,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, _, job_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(job_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("no time zone")
+        created_at.astimezone(UTC)  # raises OverflowError at the edges of time
+        return created_at, uuid.UUID(job_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(f"cursor {cursor!r} is not one this API returned") from None
 
 

@@ -1,0 +1,182 @@
+"""Settings: parsing of flags and environment variables, and their precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from aqueue import cli
+from aqueue.settings import (
+    ENV_FALLBACKS,
+    ENV_VARS,
+    Settings,
+    SettingsError,
+    parse_port,
+    parse_queues,
+    parse_roles,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No aqueue variable of the machine running the tests leaks into them."""
+    for name in [*ENV_VARS.values(), *ENV_FALLBACKS.values()]:
+        monkeypatch.delenv(name, raising=False)
+
+
+def settings_for(*argv: str) -> Settings:
+    return cli.settings_from(cli.build_parser().parse_args(list(argv)))
+
+
+# --- parse_queues -----------------------------------------------------------------------
+
+
+def test_parse_queues_gives_each_queue_the_default_concurrency():
+    assert parse_queues("default,email", 10) == {"default": 10, "email": 10}
+
+
+def test_parse_queues_reads_a_per_queue_concurrency():
+    assert parse_queues("default,email:5", 10) == {"default": 10, "email": 5}
+
+
+def test_parse_queues_ignores_blanks_around_names():
+    assert parse_queues(" default , ,video:2 ", 3) == {"default": 3, "video": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("", "at least one"), (",", "at least one"), ("email:0", "email"), ("email:x", "email")],
+)
+def test_parse_queues_rejects_bad_input_naming_it(text, named):
+    with pytest.raises(SettingsError, match=named):
+        parse_queues(text, 10)
+
+
+def test_parse_queues_rejects_an_invalid_queue_name():
+    with pytest.raises(SettingsError, match="queue"):
+        parse_queues("default,bad name", 10)
+
+
+# --- parse_roles ------------------------------------------------------------------------
+
+
+def test_parse_roles_keeps_the_order_given():
+    assert parse_roles("worker,api") == ("worker", "api")
+
+
+def test_parse_roles_drops_duplicates():
+    assert parse_roles("api, api,worker,api") == ("api", "worker")
+
+
+def test_parse_roles_rejects_an_unknown_role_naming_it():
+    with pytest.raises(SettingsError, match="'bogus'"):
+        parse_roles("api,bogus")
+
+
+def test_parse_roles_rejects_an_empty_list():
+    with pytest.raises(SettingsError, match="at least one"):
+        parse_roles(" , ")
+
+
+# --- parse_port -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["1", "8000", "65535"])
+def test_parse_port_accepts_ports_in_range(text):
+    assert parse_port(text) == int(text)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "65536", "http", "80.5", ""])
+def test_parse_port_rejects_out_of_range_or_non_numbers(text):
+    with pytest.raises(SettingsError, match="--port"):
+        parse_port(text)
+
+
+# --- precedence: flags over environment over defaults -----------------------------------
+
+
+def test_serve_without_flags_or_env_uses_the_defaults():
+    assert settings_for("serve") == Settings()
+
+
+def test_database_url_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    assert settings_for("serve").database_url == "postgresql://env/db"
+
+
+def test_database_url_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    settings = settings_for("serve", "--database-url", "postgresql://flag/db")
+    assert settings.database_url == "postgresql://flag/db"
+
+
+def test_migrate_reads_the_database_url_too(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    assert settings_for("migrate").database_url == "postgresql://env/db"
+
+
+def test_concurrency_from_the_environment_applies_to_every_queue(monkeypatch):
+    monkeypatch.setenv("AQUEUE_CONCURRENCY", "3")
+    settings = settings_for("serve", "--queues", "default,email:7")
+    assert settings.concurrency == 3
+    assert settings.queues == {"default": 3, "email": 7}
+
+
+def test_concurrency_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_CONCURRENCY", "3")
+    assert settings_for("serve", "--concurrency", "4").queues == {"default": 4}
+
+
+def test_queue_variable_of_the_seed_is_read(monkeypatch):
+    monkeypatch.setenv("QUEUE", "email")
+    assert settings_for("serve").queues == {"email": 10}
+
+
+def test_aqueue_queues_wins_over_the_seed_queue_variable(monkeypatch):
+    monkeypatch.setenv("QUEUE", "email")
+    monkeypatch.setenv("AQUEUE_QUEUES", "video:2")
+    assert settings_for("serve").queues == {"video": 2}
+
+
+def test_queues_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_QUEUES", "video")
+    assert settings_for("serve", "--queues", "email").queues == {"email": 10}
+
+
+def test_port_and_roles_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_PORT", "9001")
+    monkeypatch.setenv("AQUEUE_ROLES", "worker")
+    settings = settings_for("serve")
+    assert (settings.port, settings.roles) == (9001, ("worker",))
+
+
+def test_lease_seconds_flag_is_parsed_as_a_number():
+    assert settings_for("serve", "--lease-seconds", "2.5").lease_seconds == 2.5
+
+
+def test_backoff_cap_below_base_is_refused():
+    with pytest.raises(SettingsError, match="--backoff-cap"):
+        settings_for("serve", "--backoff-base", "10", "--backoff-cap", "1")
+
+
+def test_bad_environment_value_is_refused(monkeypatch):
+    monkeypatch.setenv("AQUEUE_PORT", "99999")
+    with pytest.raises(SettingsError, match="--port"):
+        settings_for("serve")
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def test_main_with_a_bad_flag_value_exits_2_with_one_line_on_stderr(capsys):
+    assert cli.main(["serve", "--concurrency", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("aqueue: error: ")
+    assert "--concurrency" in err and "'x'" in err
+
+
+def test_main_with_an_unknown_role_exits_2_naming_it(capsys):
+    assert cli.main(["serve", "--roles", "api,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "bogus" in err
