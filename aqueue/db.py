@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -190,9 +192,14 @@ class EmbeddedPostgres:
         return str(self._server.get_uri())
 
     def start_blocking(self) -> str:
-        get_server = _embedded_get_server()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        pgdata = self.data_dir / "pgdata"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(pgdata)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless.
+            warnings.simplefilter("ignore")
+            get_server = _embedded_get_server()
+            self._server = get_server(pgdata, cleanup_mode="stop")
         return self.url
 
     def stop_blocking(self) -> None:
@@ -205,6 +212,30 @@ class EmbeddedPostgres:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.stop_blocking)
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """The embedded server stops when the last process using it exits; it counts them in
+    `.handle_pids.json`. A process killed with SIGKILL never leaves that list, so the
+    server would outlive every later aqueue. Forget the processes that are gone."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _process_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _embedded_get_server() -> Any:

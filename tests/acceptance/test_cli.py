@@ -145,3 +145,17 @@ def test_help_documents_every_command():
     for command in ("serve", "migrate", "enqueue", "status"):
         assert command in result.stdout
     assert sys.executable  # the CLI ran under this interpreter
+
+
+async def test_the_embedded_postgres_stops_with_aqueue_even_after_a_kill_9(tmp_path: Path):
+    env = subprocess_env()
+    env.pop("AQUEUE_TEST_DATABASE_URL", None)
+    args = ("--roles", "worker", "--data-dir", str(tmp_path / "aq"))
+    killed = await ServeProcess(*args, env=env).start(timeout=60)
+    killed.signal(signal.SIGKILL)
+    await killed.wait()
+    # The orphaned server is adopted by the next aqueue, which stops it on exit.
+    second = await ServeProcess(*args, env=env).start(timeout=60)
+    second.signal(signal.SIGTERM)
+    assert await second.wait(timeout=60) == 0
+    assert not (tmp_path / "aq" / "pgdata" / "postmaster.pid").exists()
