@@ -37,6 +37,8 @@ from aqueue.store import ClaimedJob, Outcome
 log = logging.getLogger("aqueue.worker")
 
 MAX_ERROR_CHARS = 8000
+# How long to wait before claiming again when due jobs are all locked by other workers.
+LOCKED_RETRY_SECONDS = 0.005
 # How long a stopping claim loop may take to finish the statement it is in.
 CLAIM_STOP_SECONDS = 5.0
 
@@ -191,11 +193,14 @@ class Worker:
             failures = 0
             # Nothing more is due: sleep until a notification, the next delayed job, the
             # safety-net poll or shutdown, whichever comes first.
-            timeout = (
-                settings.poll_seconds
-                if due_in is None
-                else max(0.0, min(due_in, settings.poll_seconds))
-            )
+            if due_in is None:
+                timeout = settings.poll_seconds
+            elif due_in > 0:
+                timeout = min(due_in, settings.poll_seconds)
+            else:
+                # Due but not claimable: another worker's claim holds it for a moment.
+                # Try again soon rather than spin on it.
+                timeout = 0.0 if jobs else LOCKED_RETRY_SECONDS
             if timeout > 0:
                 await _wait_any(wake, self._stopping, timeout)
 
