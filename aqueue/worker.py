@@ -78,6 +78,8 @@ class Worker:
         (a second signal) the grace period ends at once: running handlers are cancelled
         and their jobs released."""
         self._stopping.set()
+        self.notifier.wake_all()  # an idle claim loop sleeps on its wake event
+        self._wake_claimers()
         if now:
             self._hurry.set()
 
@@ -104,8 +106,7 @@ class Worker:
                     task.result()  # a claim loop only ends by raising
             # Let each claim loop see the stop between statements rather than cancel one
             # mid-claim: a claim cancelled in flight may commit with nobody holding its jobs.
-            self._stopping.set()
-            self._wake_claimers()
+            self.stop()
             await asyncio.wait(claimers, timeout=CLAIM_STOP_SECONDS)
         finally:
             self._stopping.set()
@@ -188,7 +189,7 @@ class Worker:
                 failures += 1
                 delay = retry_delay(failures)
                 log.warning("claiming from %r failed (%s); retrying in %.2fs", queue, exc, delay)
-                await _wait_any(wake, self._stopping, delay)
+                await _wait(wake, delay)
                 continue
             failures = 0
             # Nothing more is due: sleep until a notification, the next delayed job, the
@@ -202,7 +203,7 @@ class Worker:
                 # Try again soon rather than spin on it.
                 timeout = 0.0 if jobs else LOCKED_RETRY_SECONDS
             if timeout > 0:
-                await _wait_any(wake, self._stopping, timeout)
+                await _wait(wake, timeout)
 
     def _start(self, job: ClaimedJob) -> None:
         self._held[job.id] = job.lease_token
@@ -317,10 +318,11 @@ class Worker:
                 task.cancel()
 
 
-async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until the event is set or the timeout passes; no task is created, so a notification
+    reaches the claim loop in one step of the event loop."""
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass
