@@ -54,7 +54,12 @@ CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_at DESC, id DESC);
 
 -- Every state change of a job: when, into which status, by which worker, with which error.
 -- Written by the same statement that makes the transition, so history costs no round trip.
--- No foreign key: a check per row on the hot path buys nothing, retention deletes both.
+-- The creation is not repeated here: jobs.created_at is that record (store.job_events
+-- reads it as the first PENDING event). No foreign key: a check per row on the hot path
+-- buys nothing, and retention deletes both.
+-- Workers are woken by `pg_notify('aqueue_jobs', queue)`, sent by aqueue's insert
+-- statements (sql/queries.sql) once per statement and queue. A job inserted by other SQL
+-- is found by the workers' safety-net poll, or at once if that SQL sends the same NOTIFY.
 CREATE TABLE IF NOT EXISTS job_events (
     job_id  uuid        NOT NULL,
     at      timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -64,27 +69,3 @@ CREATE TABLE IF NOT EXISTS job_events (
     error   text
 );
 CREATE INDEX IF NOT EXISTS job_events_job_idx ON job_events (job_id, at);
-
--- Per inserting statement: the creation event of every new job, and one NOTIFY per queue
--- (never per row, never the payload): a batch of 1,000 jobs wakes the workers once.
--- Any insert path does this, the caller's own SQL included, and the notification is
--- sent only if the transaction commits.
-CREATE OR REPLACE FUNCTION aqueue_on_jobs_inserted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    q text;
-BEGIN
-    INSERT INTO job_events (job_id, at, status, attempt)
-        SELECT id, created_at, status, attempts FROM new_jobs;
-    FOR q IN SELECT DISTINCT queue FROM new_jobs LOOP
-        PERFORM pg_notify('aqueue_jobs', q);
-    END LOOP;
-    RETURN NULL;
-END;
-$$;
-
-DROP TRIGGER IF EXISTS jobs_inserted ON jobs;
-CREATE TRIGGER jobs_inserted
-    AFTER INSERT ON jobs
-    REFERENCING NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION aqueue_on_jobs_inserted();

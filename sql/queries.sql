@@ -4,23 +4,36 @@
 -- (a data-modifying CTE), and a worker's outcome is fenced by its lease token.
 
 -- name: insert_job --
--- One round trip for the common case. An idempotency-key conflict returns no row;
--- the caller then reads the existing job (a new statement, so it sees the winner's commit).
-INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *;
+-- One round trip for the common case, the NOTIFY included (delivered only if the
+-- transaction commits; a trigger doing the same cost a third of the insert rate).
+-- An idempotency-key conflict returns no row; the caller then reads the existing job
+-- (a new statement, so it sees the winner's commit).
+WITH inserted AS (
+    INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts,
+                      idempotency_key)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM inserted;
 
 -- name: insert_jobs --
--- A whole batch in one statement; the trigger sends one NOTIFY per queue.
-INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
-SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_after, now()),
-       u.max_attempts, u.idempotency_key
-FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int[],
-            $6::timestamptz[], $7::int[], $8::text[])
-     AS u(id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id;
+-- A whole batch in one statement, and one NOTIFY per queue, not per row: a batch of
+-- 1,000 jobs wakes the workers once. (The scalar subquery runs the `woken` CTE once.)
+WITH inserted AS (
+    INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts,
+                      idempotency_key)
+    SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_after, now()),
+           u.max_attempts, u.idempotency_key
+    FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int[],
+                $6::timestamptz[], $7::int[], $8::text[])
+         AS u(id, type, payload, queue, priority, run_after, max_attempts, idempotency_key)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue) FROM (SELECT DISTINCT queue FROM inserted) q
+)
+SELECT id FROM inserted WHERE (SELECT count(*) FROM woken) > 0;
 
 -- name: job_ids_by_keys --
 SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1::text[]);
@@ -42,7 +55,15 @@ ORDER BY created_at DESC, id DESC
 LIMIT $6;
 
 -- name: job_events --
-SELECT at, status, attempt, worker, error FROM job_events WHERE job_id = $1 ORDER BY at;
+-- The history of a job: its creation (from the job row), then every recorded transition.
+SELECT * FROM (
+    SELECT created_at AS at, 'PENDING' AS status, 0 AS attempt, NULL AS worker,
+           NULL AS error
+    FROM jobs WHERE id = $1
+    UNION ALL
+    SELECT at, status, attempt, worker, error FROM job_events WHERE job_id = $1
+) history
+ORDER BY at;
 
 -- name: claim --
 -- The hot path: pick up to $2 runnable jobs of queue $1 and lease them to worker $3 for
