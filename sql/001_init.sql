@@ -52,20 +52,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key_idx
 -- GET /jobs: newest first, keyset-paginated on (created_at, id).
 CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_at DESC, id DESC);
 
--- Every state change of a job: when, into which status, by which worker, with which error.
--- Written by the same statement that makes the transition, so history costs no round trip.
--- The creation is not repeated here: jobs.created_at is that record (store.job_events
--- reads it as the first PENDING event). No foreign key: a check per row on the hot path
--- buys nothing, and retention deletes both.
+-- The history of a job, one row per finished attempt: when it started (the RUNNING
+-- transition) and when and how it ended (status RETRY, DEAD, COMPLETED, ... with the
+-- worker and the error). Written by the statement that ends the attempt, so history costs
+-- no round trip and the claim writes nothing but the job row. The creation and a running
+-- attempt are read from the job row itself (created_at; started_at, locked_by), so
+-- store.job_events shows every transition with its time. No foreign key: a check per row
+-- on the hot path buys nothing, and retention deletes both.
 -- Workers are woken by `pg_notify('aqueue_jobs', queue)`, sent by aqueue's insert
 -- statements (sql/queries.sql) once per statement and queue. A job inserted by other SQL
 -- is found by the workers' safety-net poll, or at once if that SQL sends the same NOTIFY.
 CREATE TABLE IF NOT EXISTS job_events (
-    job_id  uuid        NOT NULL,
-    at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    status  text        NOT NULL,
-    attempt integer     NOT NULL,
-    worker  text,
-    error   text
+    job_id     uuid        NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    status     text        NOT NULL,
+    attempt    integer     NOT NULL,
+    worker     text,
+    error      text,
+    started_at timestamptz  -- when this attempt went RUNNING (null: it never ran)
 );
 CREATE INDEX IF NOT EXISTS job_events_job_idx ON job_events (job_id, at);

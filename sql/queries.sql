@@ -1,7 +1,7 @@
 -- Every statement aqueue runs, each under a `-- name: x --` header.
 -- Loaded once by aqueue/store.py, which is the only module that runs them.
--- Conventions: a state change writes its job_events rows in the same statement
--- (a data-modifying CTE), and a worker's outcome is fenced by its lease token.
+-- Conventions: the statement that ends an attempt writes its job_events row (a
+-- data-modifying CTE), and a worker's outcome is fenced by its lease token.
 
 -- name: insert_job --
 -- One round trip for the common case, the NOTIFY included (delivered only if the
@@ -55,22 +55,31 @@ ORDER BY created_at DESC, id DESC
 LIMIT $6;
 
 -- name: job_events --
--- The history of a job: its creation (from the job row), then every recorded transition.
+-- The history of a job as transitions: its creation and a running attempt come from the
+-- job row, each finished attempt gives two (its start, its end) from job_events.
 SELECT * FROM (
     SELECT created_at AS at, 'PENDING' AS status, 0 AS attempt, NULL AS worker,
            NULL AS error
     FROM jobs WHERE id = $1
     UNION ALL
+    SELECT started_at, 'RUNNING', attempt, worker, NULL
+    FROM job_events WHERE job_id = $1 AND started_at IS NOT NULL
+    UNION ALL
     SELECT at, status, attempt, worker, error FROM job_events WHERE job_id = $1
+    UNION ALL
+    SELECT started_at, 'RUNNING', attempts, locked_by, NULL
+    FROM jobs WHERE id = $1 AND status = 'RUNNING'
 ) history
-ORDER BY at;
+ORDER BY at, status = 'RUNNING' DESC;
 
 -- name: claim --
 -- The hot path: pick up to $2 runnable jobs of queue $1 and lease them to worker $3 for
 -- $4 seconds, in one statement. SKIP LOCKED lets concurrent workers pass each other's
 -- picks instead of queueing behind them; the picked ids are handed to the UPDATE as an
 -- array (`id = ANY(ARRAY(...))`) so the planner cannot turn the pick into a bad join.
--- Each claim gets a fresh lease token: only its holder may record the outcome.
+-- Each claim gets a fresh lease token: only its holder may record the outcome. The claim
+-- writes no history row: started_at and locked_by are the RUNNING transition until the
+-- attempt ends and its job_events row is written.
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status IN ('PENDING', 'RETRY') AND queue = $1 AND run_after <= now()
@@ -90,9 +99,6 @@ WITH picked AS (
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
               j.lease_token
-), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker)
-    SELECT id, 'RUNNING', attempts, $3 FROM claimed
 )
 SELECT * FROM claimed;
 
@@ -125,10 +131,10 @@ WITH outcome AS (
         updated_at = now()
     FROM outcome o
     WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
-    RETURNING j.id, j.status, j.attempts, o.error
+    RETURNING j.id, j.status, j.attempts, j.started_at, o.error
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error)
-    SELECT id, status, attempts, $7, error FROM finished
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
+    SELECT id, status, attempts, $7, error, started_at FROM finished
 )
 SELECT id FROM finished;
 
@@ -155,10 +161,10 @@ WITH released AS (
         updated_at = now()
     FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
     WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'RUNNING'
-    RETURNING j.id, j.attempts, j.queue
+    RETURNING j.id, j.attempts, j.queue, j.started_at
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error)
-    SELECT id, 'RETRY', attempts, $4, $3 FROM released
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
+    SELECT id, 'RETRY', attempts + 1, $4, $3, started_at FROM released  -- the attempt cut short
 )
 SELECT id, queue FROM released;
 
@@ -184,10 +190,10 @@ WITH expired AS (
         lease_expires_at = NULL,
         updated_at = now()
     WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
-    RETURNING j.id, j.status, j.attempts, j.queue, j.last_error
+    RETURNING j.id, j.status, j.attempts, j.queue, j.last_error, j.started_at
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error)
-    SELECT id, status, attempts, $2, last_error FROM reclaimed
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
+    SELECT id, status, attempts, $2, last_error, started_at FROM reclaimed
 )
 SELECT id, status, queue FROM reclaimed;
 
