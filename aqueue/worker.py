@@ -70,8 +70,6 @@ class Worker:
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._slot_freed = {queue: asyncio.Event() for queue in settings.queues}
         self._in_flight = dict.fromkeys(settings.queues, 0)
-        self.completed = 0
-        self.failed = 0
 
     def stop(self, now: bool = False) -> None:
         """Stop claiming; run() then lets in-flight jobs finish and returns. With now=True
@@ -285,10 +283,6 @@ class Worker:
                     outcome.job_id,
                     outcome.status,
                 )
-            elif outcome.status is JobStatus.COMPLETED:
-                self.completed += 1
-            else:
-                self.failed += 1
         self._wake_claimers()
 
     def _wake_claimers(self) -> None:
