@@ -103,9 +103,27 @@ WITH picked AS (
 SELECT * FROM claimed;
 
 -- name: seconds_until_next_job --
--- How long a worker of queue $1 may sleep before a delayed or retrying job comes due.
-SELECT extract(epoch FROM min(run_after) - now())::float8
-FROM jobs WHERE status IN ('PENDING', 'RETRY') AND queue = $1;
+-- How long a worker of queue $1 may sleep before a delayed or retrying job comes due: the
+-- earliest run_after among its runnable jobs (negative: one is due now). The index is
+-- ordered by priority first, so this walks it one distinct priority at a time (a loose
+-- index scan): a few index probes, where min(run_after) would read the whole backlog.
+WITH RECURSIVE priorities AS (
+    (SELECT priority FROM jobs
+     WHERE status IN ('PENDING', 'RETRY') AND queue = $1
+     ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM jobs j
+            WHERE j.status IN ('PENDING', 'RETRY') AND j.queue = $1
+              AND j.priority < p.priority
+            ORDER BY j.priority DESC LIMIT 1)
+    FROM priorities p WHERE p.priority IS NOT NULL
+)
+SELECT extract(epoch FROM min(
+           (SELECT j.run_after FROM jobs j
+            WHERE j.status IN ('PENDING', 'RETRY') AND j.queue = $1
+              AND j.priority = p.priority
+            ORDER BY j.run_after LIMIT 1)) - now())::float8
+FROM priorities p WHERE p.priority IS NOT NULL;
 
 -- name: record_outcomes --
 -- A batch of outcomes (COMPLETED, RETRY or DEAD) in one statement. A row is written only

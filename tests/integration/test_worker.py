@@ -318,3 +318,25 @@ async def _enqueue_when_possible(pool: asyncpg.Pool) -> Any:
         return await enqueue(pool, "demo.echo", {})
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
         return None
+
+
+async def test_the_next_due_job_is_found_across_priorities(pool):
+    now = datetime.now(UTC)
+    await store.insert_jobs(
+        pool,
+        [
+            JobSpec(type="demo.echo", priority=5, run_after=now + timedelta(hours=1)),
+            JobSpec(type="demo.echo", priority=-3, run_after=now + timedelta(minutes=10)),
+            JobSpec(type="demo.echo", priority=0, run_after=now + timedelta(minutes=30)),
+            JobSpec(type="demo.echo", queue="other", run_after=now + timedelta(minutes=1)),
+        ],
+    )
+    due_in = await store.seconds_until_next_job(pool, "default")
+    assert due_in is not None and 590 < due_in <= 600
+    assert await store.seconds_until_next_job(pool, "empty") is None
+
+
+async def test_pool_connections_plan_every_claim_with_its_own_values(pool):
+    # A generic plan cached while the table was small turned claims into full scans.
+    assert await pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+    assert await pool.fetchval("SHOW jit") == "off"
