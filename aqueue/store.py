@@ -108,8 +108,8 @@ async def get_job(db: Executor, job_id: uuid.UUID) -> Job | None:
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[Job]
-    # (created_at, id) of the last job when more may follow, else None
-    next_after: tuple[datetime, uuid.UUID] | None
+    # the id of the last job when more may follow, else None
+    next_after: uuid.UUID | None
 
 
 async def list_jobs(
@@ -118,7 +118,7 @@ async def list_jobs(
     status: JobStatus | None = None,
     queue: str | None = None,
     type: str | None = None,
-    after: tuple[datetime, uuid.UUID] | None = None,
+    after: uuid.UUID | None = None,
     limit: int = 50,
 ) -> JobPage:
     rows = await db.fetch(
@@ -126,13 +126,12 @@ async def list_jobs(
         status.value if status else None,
         queue,
         type,
-        after[0] if after else None,
-        after[1] if after else None,
+        after,
         limit + 1,
     )
     jobs = [Job.from_record(r) for r in rows[:limit]]
     more = len(rows) > limit
-    return JobPage(jobs, (jobs[-1].created_at, jobs[-1].id) if more else None)
+    return JobPage(jobs, jobs[-1].id if more else None)
 
 
 @dataclass(frozen=True)

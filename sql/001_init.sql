@@ -3,8 +3,23 @@
 
 -- Needs PostgreSQL 13 or newer (gen_random_uuid() in core); aqueue targets 14+.
 
+-- A time-ordered UUID (version 7: 48 bits of Unix milliseconds, then random bits), the
+-- same kind aqueue's Python code makes. Ids in creation order let the primary key grow at
+-- its right edge and serve as the listing order, so no created_at index is needed.
+CREATE OR REPLACE FUNCTION aqueue_uuid7() RETURNS uuid
+LANGUAGE sql VOLATILE AS $$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(
+                        floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$$;
+
 CREATE TABLE IF NOT EXISTS jobs (
-    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    id               uuid PRIMARY KEY DEFAULT aqueue_uuid7(),
     type             text        NOT NULL,
     payload          jsonb       NOT NULL DEFAULT '{}'::jsonb,
     status           text        NOT NULL DEFAULT 'PENDING',
@@ -48,9 +63,6 @@ CREATE INDEX IF NOT EXISTS jobs_lease_idx
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key_idx
     ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-
--- GET /jobs: newest first, keyset-paginated on (created_at, id).
-CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_at DESC, id DESC);
 
 -- The history of a job, one row per finished attempt: when it started (the RUNNING
 -- transition) and when and how it ended (status RETRY, DEAD, COMPLETED, ... with the

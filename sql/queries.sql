@@ -45,14 +45,15 @@ SELECT * FROM jobs WHERE idempotency_key = $1;
 SELECT * FROM jobs WHERE id = $1;
 
 -- name: list_jobs --
--- Newest first, keyset-paginated on (created_at, id): a page costs the same however deep.
+-- Newest first (ids are time-ordered), keyset-paginated on the id through the primary
+-- key: a page costs the same however deep.
 SELECT * FROM jobs
 WHERE ($1::text IS NULL OR status = $1)
   AND ($2::text IS NULL OR queue = $2)
   AND ($3::text IS NULL OR type = $3)
-  AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
-ORDER BY created_at DESC, id DESC
-LIMIT $6;
+  AND ($4::uuid IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5;
 
 -- name: job_events --
 -- The history of a job as transitions: its creation and a running attempt come from the

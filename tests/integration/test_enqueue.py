@@ -153,9 +153,7 @@ async def test_rolled_back_enqueue_sends_no_notification(pool, listener):
 async def test_a_new_jobs_history_starts_with_its_creation(pool):
     job = await enqueue(pool, "demo.echo")
     events = await store.job_events(pool, job.id)
-    assert [(e.status, e.attempt, e.at) for e in events] == [
-        (JobStatus.PENDING, 0, job.created_at)
-    ]
+    assert [(e.status, e.attempt, e.at) for e in events] == [(JobStatus.PENDING, 0, job.created_at)]
 
 
 async def test_enqueue_many_writes_no_history_rows_of_its_own(pool):
@@ -229,3 +227,15 @@ async def test_enqueue_rejects_invalid_options_and_writes_nothing(pool, kwargs, 
     with pytest.raises(ValidationError, match=named):
         await enqueue(pool, job_type, **kwargs)
     assert await count_jobs(pool) == 0
+
+
+async def test_ids_made_by_the_database_are_time_ordered_too(pool):
+    # Jobs inserted by plain SQL get the column default, a UUIDv7 like aqueue's own.
+    # (Ids within one millisecond are in random order: step past it.)
+    first = await pool.fetchval("INSERT INTO jobs (type) VALUES ('demo.echo') RETURNING id")
+    await asyncio.sleep(0.002)
+    job = await enqueue(pool, "demo.echo")
+    await asyncio.sleep(0.002)
+    later = await pool.fetchval("INSERT INTO jobs (type) VALUES ('demo.echo') RETURNING id")
+    assert first.version == job.id.version == later.version == 7
+    assert first < job.id < later
