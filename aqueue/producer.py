@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from aqueue import store
-from aqueue.model import Job, JobSpec, check_spec
+from aqueue.model import Job, JobSpec, check_spec, check_specs
 from aqueue.store import Executor
 
 
@@ -50,4 +50,4 @@ async def enqueue(
 
 async def enqueue_many(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
     """Enqueue a batch in one statement (one NOTIFY per queue); returns the ids in order."""
-    return await store.insert_jobs(db, [check_spec(s) for s in specs])
+    return await store.insert_jobs(db, check_specs(specs))

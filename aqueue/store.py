@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aqueue.db import sql_dir
-from aqueue.model import Job, JobSpec, JobStatus, uuid7
+from aqueue.model import Job, JobSpec, JobStatus, uuid7, uuid7s
 
 
 class Executor(Protocol):
@@ -67,18 +67,21 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
     idempotent repeat, the existing job's id)."""
     if not specs:
         return []
-    ids = [uuid7() for _ in specs]
-    returned = await db.fetch(
-        Q["insert_jobs"],
-        ids,
-        [s.type for s in specs],
-        [s.payload for s in specs],
-        [s.queue for s in specs],
-        [s.priority for s in specs],
-        [s.run_after for s in specs],
-        [s.max_attempts for s in specs],
-        [s.idempotency_key for s in specs],
-    )
+    ids = uuid7s(len(specs))
+    rows = [
+        {
+            "id": job_id.hex,
+            "type": s.type,
+            "payload": s.payload,
+            "queue": s.queue,
+            "priority": s.priority,
+            "run_after": None if s.run_after is None else s.run_after.isoformat(),
+            "max_attempts": s.max_attempts,
+            "idempotency_key": s.idempotency_key,
+        }
+        for s, job_id in zip(specs, ids, strict=True)
+    ]
+    returned = await db.fetch(Q["insert_jobs"], rows)
     if len(returned) == len(specs):
         return ids
     inserted = {r["id"] for r in returned}
