@@ -226,10 +226,12 @@ class Worker:
             log.exception("job %s: completing in its transaction failed", job.id)
             self._held.pop(job.id, None)
         finally:
-            await ctx.close()
-            del self._running[job.id]
-            self._in_flight[job.queue] -= 1
-            self._slot_freed[job.queue].set()
+            try:
+                await ctx.close()
+            finally:
+                del self._running[job.id]
+                self._in_flight[job.queue] -= 1
+                self._slot_freed[job.queue].set()
 
     async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
         handler = self.registry.get(job.type)
