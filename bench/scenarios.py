@@ -1,0 +1,653 @@
+"""The scenarios: each runs one system on a fresh database and returns a measurement with
+its own correctness check (a run whose jobs did not all complete exactly once is INVALID)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from bench.recorder import read_records
+from bench.systems.base import System, worker_env
+
+
+@dataclass(frozen=True)
+class Sizes:
+    enqueue_single: int
+    enqueue_batch: int
+    drain: int
+    pickup_jobs: int
+    load_seconds: float
+    http_jobs: int
+    memory_jobs: int
+    batch: int = 1000
+    pickup_rate: float = 50.0
+    http_inflight: int = 32
+    timeout_s: float = 600.0
+    # The offered rate of load_latency: half the system's own drain rate, but no more than
+    # this. On a small machine the Python producer, the worker and PostgreSQL share the
+    # cores, so half of a drain rate measured without a producer can already be overload
+    # (at 15,000 jobs/s for 30 s the backlog, not the queue, sets the latency).
+    load_rate_cap: float = 2000.0
+
+
+FULL = Sizes(
+    enqueue_single=5_000,
+    enqueue_batch=50_000,
+    drain=20_000,
+    pickup_jobs=500,
+    load_seconds=30.0,
+    http_jobs=5_000,
+    memory_jobs=100_000,
+)
+QUICK = Sizes(
+    enqueue_single=200,
+    enqueue_batch=2_000,
+    drain=1_000,
+    pickup_jobs=25,
+    load_seconds=2.0,
+    http_jobs=200,
+    memory_jobs=3_000,
+    timeout_s=40.0,
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    unit: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    metrics: tuple[Metric, ...]
+    systems: tuple[str, ...]  # which systems run it
+    processes: int = 1
+    concurrency: int = 10
+    tuned: bool = True  # do the tuned peer variants run it
+    sql_connections: int = 0  # the plain-SQL ceiling it is compared with (0: none)
+
+
+JOBS_S = (Metric("jobs_per_s", "jobs/s", True),)
+QUEUES = ("aqueue", "pgqueuer", "procrastinate")
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("enqueue_single", "enqueue, one job per call, sequential", JOBS_S, QUEUES,
+                 tuned=False),
+        Scenario("enqueue_batch", "enqueue, batches of 1,000", JOBS_S, QUEUES, tuned=False),
+        Scenario("drain_c10", "drain pre-enqueued jobs, 1 worker process, concurrency 10",
+                 JOBS_S, (*QUEUES, "sql"), concurrency=10, tuned=False, sql_connections=1),
+        Scenario("drain_c50", "drain pre-enqueued jobs, 1 worker process, concurrency 50",
+                 JOBS_S, (*QUEUES, "sql"), concurrency=50, sql_connections=1),
+        Scenario("drain_2proc", "drain pre-enqueued jobs, 2 worker processes x concurrency 50",
+                 JOBS_S, (*QUEUES, "sql"), processes=2, concurrency=50, sql_connections=2),
+        Scenario(
+            "pickup_latency", "pickup latency, idle worker, ~50 jobs/s one by one",
+            (Metric("p50_ms", "ms", False), Metric("p95_ms", "ms", False),
+             Metric("p99_ms", "ms", False)),
+            QUEUES, concurrency=10,
+        ),
+        Scenario(
+            "load_latency", "latency under load: arrivals at half the drain rate, cap 2,000/s",
+            (Metric("p50_ms", "ms", False), Metric("p99_ms", "ms", False),
+             Metric("rate_per_s", "jobs/s offered", True)),
+            QUEUES, concurrency=50,
+        ),
+        Scenario("http_enqueue", "aqueue POST /jobs, 32 requests in flight", JOBS_S,
+                 ("aqueue",), tuned=False),
+        Scenario(
+            "memory", "aqueue worker RSS over a long drain (concurrency 50)",
+            (Metric("rss_warm_mb", "MB", False), Metric("rss_peak_mb", "MB", False),
+             Metric("rss_growth_mb", "MB", False), Metric("jobs_per_s", "jobs/s", True)),
+            ("aqueue",), concurrency=50, tuned=False,
+        ),
+    )
+}  # fmt: skip
+
+
+def applies(scenario: Scenario, system: System) -> bool:
+    if system.system not in scenario.systems:
+        return False
+    return system.variant == "default" or scenario.tuned
+
+
+@dataclass
+class Result:
+    scenario: str
+    label: str
+    system: str
+    variant: str
+    rep: int
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "label": self.label,
+            "system": self.system,
+            "variant": self.variant,
+            "rep": self.rep,
+            "valid": self.valid,
+            "metrics": self.metrics,
+            "settings": self.settings,
+            "details": self.details,
+            "errors": self.errors,
+            "wall_seconds": round(self.seconds, 2),
+        }
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = max(0, math.ceil(p / 100 * len(ordered)) - 1)
+    return ordered[k]
+
+
+# --- worker processes ---------------------------------------------------------------------
+
+
+class Workers:
+    """Worker OS processes of one system, started for one scenario."""
+
+    def __init__(self, commands: list[list[str]], record_dir: str) -> None:
+        self.commands = commands
+        self.record_dir = record_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.errors: list[str] = []
+
+    def start(self) -> None:
+        env = worker_env(self.record_dir)
+        for n, cmd in enumerate(self.commands):
+            log = open(os.path.join(self.record_dir, f"worker-{n}.log"), "wb")
+            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+            log.close()
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def exited_early(self) -> str | None:
+        for n, p in enumerate(self.procs):
+            if p.poll() is not None:
+                return f"worker process {n} exited early with code {p.returncode}: " + (
+                    self.log_tail(n)
+                )
+        return None
+
+    def log_tail(self, n: int, chars: int = 1500) -> str:
+        try:
+            with open(os.path.join(self.record_dir, f"worker-{n}.log"), "rb") as fh:
+                return fh.read().decode(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (graceful shutdown), then SIGKILL after ``timeout``: an error."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for n, p in enumerate(self.procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(p.wait, max(0.1, deadline - time.monotonic()))
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+                self.errors.append(f"worker process {n} ignored SIGTERM for {timeout}s: killed")
+            elif p.returncode != 0:
+                self.errors.append(
+                    f"worker process {n} exited with code {p.returncode}: {self.log_tail(n)}"
+                )
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+async def wait_completed(
+    system: System, conn: asyncpg.Connection, expected: int, workers: Workers,
+    timeout: float, interval: float = 0.1,
+) -> str | None:  # fmt: skip
+    """Poll the database until ``expected`` jobs are completed; an error text otherwise."""
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        done = await system.completed(conn)
+        if done >= expected:
+            return None
+        early = workers.exited_early()
+        if early:
+            return early
+        await asyncio.sleep(interval)
+    logs = " | ".join(workers.log_tail(n, 600) for n in range(len(workers.procs)))
+    return f"timed out after {timeout:.0f}s: {done}/{expected} jobs completed; worker log: {logs}"
+
+
+def check_records(
+    records: list[tuple[int, float, float]], expected: set[int]
+) -> tuple[list[str], list[tuple[int, float, float]]]:
+    """Each expected job executed exactly once by the handlers, nothing else executed."""
+    errors = []
+    counts = Counter(r[0] for r in records)
+    missing = [i for i in expected if counts.get(i, 0) == 0]
+    twice = [i for i, c in counts.items() if c > 1]
+    unexpected = [i for i in counts if i not in expected]
+    if missing:
+        errors.append(f"{len(missing)} jobs never executed by a handler (e.g. {missing[:5]})")
+    if twice:
+        errors.append(f"{len(twice)} jobs executed more than once (e.g. {twice[:5]})")
+    if unexpected:
+        errors.append(f"{len(unexpected)} unexpected executions (e.g. {unexpected[:5]})")
+    return errors, [r for r in records if r[0] >= 0]
+
+
+def check_db(db: dict[str, Any], expected: int) -> list[str]:
+    errors = []
+    if db["completed"] != expected:
+        errors.append(f"database shows {db['completed']} completed jobs, expected {expected}")
+    if db["completed_once"] != expected:
+        errors.append(
+            f"database shows {db['completed_once']} jobs completed on their first attempt "
+            f"(exactly once), expected {expected}"
+        )
+    if db["not_completed"]:
+        errors.append(f"database still holds {db['not_completed']} unfinished jobs")
+    return errors
+
+
+# --- the scenario runner ------------------------------------------------------------------
+
+
+class Runner:
+    def __init__(self, sizes: Sizes, tmp_root: str) -> None:
+        self.sizes = sizes
+        self.tmp_root = tmp_root
+        # drain_c50 rates seen so far by label: the load_latency scenario offers half of it
+        self.drain_rates: dict[str, float] = {}
+
+    def record_dir(self) -> str:
+        return tempfile.mkdtemp(prefix="rec-", dir=self.tmp_root)
+
+    async def run(self, scenario: Scenario, system: System, url: str, rep: int) -> Result:
+        result = Result(scenario.name, system.label, system.system, system.variant, rep)
+        result.settings = system.worker_settings(scenario.concurrency)
+        if scenario.processes > 1:
+            result.settings["processes"] = scenario.processes
+        started = time.monotonic()
+        try:
+            if system.system == "sql":
+                await self._sql(scenario, system, url, result)
+            else:
+                handler = {
+                    "enqueue_single": self._enqueue_single,
+                    "enqueue_batch": self._enqueue_batch,
+                    "drain_c10": self._drain,
+                    "drain_c50": self._drain,
+                    "drain_2proc": self._drain,
+                    "pickup_latency": self._pickup_latency,
+                    "load_latency": self._load_latency,
+                    "http_enqueue": self._http_enqueue,
+                    "memory": self._memory,
+                }[scenario.name]
+                await handler(scenario, system, url, result)
+        except Exception as exc:
+            result.errors.append(f"{type(exc).__name__}: {exc}")
+        result.seconds = time.monotonic() - started
+        return result
+
+    # enqueue -----------------------------------------------------------------------------
+
+    async def _enqueue_single(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        n = self.sizes.enqueue_single
+        await system.open(url)
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await system.enqueue_one({"i": i, "t": 0})
+            elapsed = time.perf_counter() - t0
+        finally:
+            await system.close()
+        await self._check_stored(system, url, n, result)
+        result.metrics["jobs_per_s"] = n / elapsed
+        result.details.update(jobs=n, seconds=elapsed)
+        result.settings = {"api": "one call per job, sequential"}
+
+    async def _enqueue_batch(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        n, batch = self.sizes.enqueue_batch, self.sizes.batch
+        await system.open(url)
+        try:
+            t0 = time.perf_counter()
+            for start in range(0, n, batch):
+                await system.enqueue_many(
+                    [{"i": i, "t": 0} for i in range(start, min(n, start + batch))]
+                )
+            elapsed = time.perf_counter() - t0
+        finally:
+            await system.close()
+        await self._check_stored(system, url, n, result)
+        result.metrics["jobs_per_s"] = n / elapsed
+        result.details.update(jobs=n, seconds=elapsed, batch=batch)
+        result.settings = {"api": f"batch enqueue, {batch} jobs per call"}
+
+    async def _check_stored(self, system: System, url: str, n: int, result: Result) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            stored = await system.stored(conn)
+        finally:
+            await conn.close()
+        if stored != n:
+            result.errors.append(f"database holds {stored} jobs after enqueueing {n}")
+
+    # drain -------------------------------------------------------------------------------
+
+    async def _prefill(self, system: System, url: str, n: int) -> None:
+        await system.open(url)
+        try:
+            for start in range(0, n, self.sizes.batch):
+                await system.enqueue_many(
+                    [{"i": i, "t": 0} for i in range(start, min(n, start + self.sizes.batch))]
+                )
+        finally:
+            await system.close()
+
+    async def _drain(self, scenario: Scenario, system: System, url: str, result: Result) -> None:
+        n = self.sizes.drain
+        await self._prefill(system, url, n)
+        rate = await self._drain_run(system, url, n, scenario, result)
+        if rate and scenario.name == "drain_c50":
+            self.drain_rates[system.label] = rate
+
+    async def _drain_run(
+        self, system: System, url: str, n: int, scenario: Scenario, result: Result,
+        sample_pid_rss: list[tuple[float, int, int]] | None = None,
+    ) -> float | None:  # fmt: skip
+        record_dir = self.record_dir()
+        cmd = system.worker_command(url, scenario.concurrency)
+        workers = Workers([cmd] * scenario.processes, record_dir)
+        conn = await asyncpg.connect(url)
+        try:
+            workers.start()
+            if sample_pid_rss is not None:
+                error = await self._wait_sampling(system, conn, n, workers, sample_pid_rss)
+            else:
+                error = await wait_completed(system, conn, n, workers, self.sizes.timeout_s)
+            await workers.stop()
+            if error:
+                result.errors.append(error)
+            result.errors += workers.errors
+            db = await system.verify(conn)
+        finally:
+            workers.kill()
+            await conn.close()
+        result.errors += check_db(db, n)
+        rec_errors, records = check_records(read_records(record_dir), set(range(n)))
+        result.errors += rec_errors
+        seconds = db["last_completion"] - db["first_claim"]
+        rate = n / seconds if seconds > 0 else None
+        result.metrics["jobs_per_s"] = rate
+        starts = [r[1] for r in records]
+        result.details.update(
+            jobs=n,
+            seconds=seconds,
+            window="database: first claim to last completion",
+            handler_window_s=(max(starts) - min(starts)) if starts else None,
+        )
+        return rate
+
+    async def _wait_sampling(
+        self, system: System, conn: asyncpg.Connection, n: int, workers: Workers,
+        samples: list[tuple[float, int, int]],
+    ) -> str | None:  # fmt: skip
+        import psutil
+
+        proc = psutil.Process(workers.procs[0].pid)
+        deadline = time.monotonic() + self.sizes.timeout_s
+        done, last_poll = 0, 0.0
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now - last_poll >= 0.5:
+                done = await system.completed(conn)
+                last_poll = now
+                if done >= n:
+                    samples.append((time.time(), proc.memory_info().rss, done))
+                    return None
+            early = workers.exited_early()
+            if early:
+                return early
+            samples.append((time.time(), proc.memory_info().rss, done))
+            await asyncio.sleep(0.1)
+        return f"timed out after {self.sizes.timeout_s:.0f}s: {done}/{n} jobs completed"
+
+    # latency ---------------------------------------------------------------------------------
+
+    async def _warm_up(
+        self, system: System, conn: asyncpg.Connection, workers: Workers, result: Result
+    ) -> bool:
+        """One job through the idle worker: it is up and listening once that completes."""
+        await system.enqueue_one({"i": -1, "t": time.time()})
+        error = await wait_completed(system, conn, 1, workers, timeout=60, interval=0.05)
+        if error:
+            result.errors.append("warm-up: " + error)
+            return False
+        return True
+
+    async def _latency_run(
+        self, scenario: Scenario, system: System, url: str, result: Result,
+        produce: Any,
+    ) -> None:  # fmt: skip
+        record_dir = self.record_dir()
+        workers = Workers([system.worker_command(url, scenario.concurrency)], record_dir)
+        conn = await asyncpg.connect(url)
+        await system.open(url)
+        try:
+            workers.start()
+            if not await self._warm_up(system, conn, workers, result):
+                return
+            n = await produce()
+            error = await wait_completed(system, conn, n + 1, workers, self.sizes.timeout_s)
+            await workers.stop()
+            if error:
+                result.errors.append(error)
+            result.errors += workers.errors
+            db = await system.verify(conn)
+        finally:
+            workers.kill()
+            await system.close()
+            await conn.close()
+        result.errors += check_db(db, n + 1)
+        rec_errors, records = check_records(read_records(record_dir), {-1, *range(n)})
+        result.errors += rec_errors
+        lat = [(start - t) * 1000 for _, start, t in records]
+        for p in (50, 95, 99):
+            result.metrics[f"p{p}_ms"] = percentile(lat, p)
+        result.details.update(
+            jobs=n,
+            max_ms=max(lat) if lat else None,
+            method="handler time.time() at start minus producer time.time() before enqueue",
+        )
+
+    async def _pickup_latency(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        n, rate = self.sizes.pickup_jobs, self.sizes.pickup_rate
+
+        async def produce() -> int:
+            t0 = time.monotonic()
+            for i in range(n):
+                delay = t0 + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await system.enqueue_one({"i": i, "t": time.time()})
+            return n
+
+        await self._latency_run(scenario, system, url, result, produce)
+        result.details["offered_rate_per_s"] = rate
+
+    async def _load_latency(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        drain = self.drain_rates.get(system.label)
+        rate = min(0.5 * drain, self.sizes.load_rate_cap) if drain else 100.0
+        duration = self.sizes.load_seconds
+        tick = 0.01
+        achieved: dict[str, float] = {}
+
+        async def produce() -> int:
+            sent = 0
+            t0 = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if now - t0 >= duration:
+                    break
+                due = int((now - t0) * rate) - sent
+                if due > 0:
+                    t = time.time()
+                    payloads = [{"i": sent + k, "t": t} for k in range(due)]
+                    if due == 1:
+                        await system.enqueue_one(payloads[0])
+                    else:
+                        await system.enqueue_many(payloads)
+                    sent += due
+                await asyncio.sleep(
+                    max(0.0, t0 + (math.floor((now - t0) / tick) + 1) * tick - time.monotonic())
+                )
+            achieved["rate"] = sent / (time.monotonic() - t0)
+            return sent
+
+        await self._latency_run(scenario, system, url, result, produce)
+        result.metrics["rate_per_s"] = achieved.get("rate")
+        result.details.update(
+            target_rate_per_s=rate,
+            rate_basis=(
+                f"half of this run's drain_c50 rate ({drain:.0f} jobs/s), capped at "
+                f"{self.sizes.load_rate_cap:.0f} jobs/s"
+                if drain
+                else "no drain_c50 result yet: 100 jobs/s"
+            ),
+            duration_s=duration,
+            arrivals="every 10 ms tick, the jobs due so far (one call, batched when >1)",
+        )
+
+    # aqueue only -------------------------------------------------------------------------
+
+    async def _http_enqueue(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        import httpx
+
+        n, inflight = self.sizes.http_jobs, self.sizes.http_inflight
+        port = free_port()
+        record_dir = self.record_dir()
+        api = Workers([system.api_command(url, port)], record_dir)  # type: ignore[attr-defined]
+        base = f"http://127.0.0.1:{port}"
+        statuses: Counter[int] = Counter()
+        try:
+            api.start()
+            async with httpx.AsyncClient(
+                base_url=base, timeout=30, limits=httpx.Limits(max_connections=inflight)
+            ) as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    early = api.exited_early()
+                    if early:
+                        raise RuntimeError(early)
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the aqueue API did not answer /healthz in 60s")
+                    await asyncio.sleep(0.1)
+                counter = iter(range(n))
+
+                async def post_loop() -> None:
+                    for i in counter:
+                        r = await client.post(
+                            "/jobs", json={"type": "bench.noop", "payload": {"i": i, "t": 0}}
+                        )
+                        statuses[r.status_code] += 1
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(post_loop() for _ in range(inflight)))
+                elapsed = time.perf_counter() - t0
+            await api.stop()
+            result.errors += api.errors
+        finally:
+            api.kill()
+        if statuses.get(201, 0) != n:
+            result.errors.append(f"expected {n} responses 201, got {dict(statuses)}")
+        await self._check_stored(system, url, n, result)
+        result.metrics["jobs_per_s"] = n / elapsed
+        result.details.update(jobs=n, seconds=elapsed, statuses=dict(statuses))
+        result.settings = {"roles": "api", "client": f"httpx.AsyncClient, {inflight} in flight"}
+
+    async def _memory(self, scenario: Scenario, system: System, url: str, result: Result) -> None:
+        n = self.sizes.memory_jobs
+        await self._prefill(system, url, n)
+        samples: list[tuple[float, int, int]] = []
+        await self._drain_run(system, url, n, scenario, result, sample_pid_rss=samples)
+        mb = 1024 * 1024
+        warm_at = max(1, n // 10)
+        warm = [rss for _, rss, done in samples if done >= warm_at]
+        rss_warm = warm[0] / mb if warm else None
+        rss_peak = max(rss for _, rss, _ in samples) / mb if samples else None
+        result.metrics.update(
+            rss_warm_mb=rss_warm,
+            rss_peak_mb=rss_peak,
+            rss_growth_mb=(rss_peak - rss_warm) if rss_warm and rss_peak else None,
+        )
+        result.details.update(
+            samples=len(samples),
+            warm_up=f"first sample after {warm_at} jobs completed",
+            rss_final_mb=samples[-1][1] / mb if samples else None,
+        )
+
+    # the plain-SQL ceiling ---------------------------------------------------------------
+
+    async def _sql(self, scenario: Scenario, system: System, url: str, result: Result) -> None:
+        out = await system.drain(  # type: ignore[attr-defined]
+            url, self.sizes.drain, scenario.sql_connections, self.record_dir()
+        )
+        result.errors += out.pop("errors")
+        result.metrics["jobs_per_s"] = out.pop("value")
+        result.details.update(out)
+        result.settings = {
+            "tool": "pgbench -M prepared, custom script",
+            "batch": 100,
+            "connections": scenario.sql_connections,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

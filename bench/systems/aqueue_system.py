@@ -1,0 +1,114 @@
+"""aqueue through its public API: aqueue.enqueue / aqueue.enqueue_many on a pool from
+aqueue.db.create_pool, and `aqueue serve --roles=worker` processes."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Any
+
+import asyncpg
+
+from bench.systems.base import System
+
+TASK = "bench.noop"
+
+
+def aqueue_command() -> list[str]:
+    exe = shutil.which("aqueue")
+    if exe is None:
+        # the console script next to this interpreter (a venv not on PATH)
+        candidate = shutil.which("aqueue", path=str(sys.executable).rsplit("/", 1)[0])
+        exe = candidate
+    if exe is not None:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from aqueue.cli import main; sys.exit(main())"]
+
+
+class AqueueSystem(System):
+    system = "aqueue"
+    variant = "default"
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+
+    def worker_settings(self, concurrency: int) -> dict[str, Any]:
+        return {"concurrency": concurrency, "queues": "default"}
+
+    async def install(self, url: str) -> None:
+        import aqueue.db
+
+        await aqueue.db.migrate_url(url)
+
+    async def open(self, url: str) -> None:
+        import aqueue.db
+
+        self._pool = await aqueue.db.create_pool(url)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def enqueue_one(self, payload: dict[str, Any]) -> None:
+        import aqueue
+
+        await aqueue.enqueue(self._pool, TASK, payload)
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        import aqueue
+
+        await aqueue.enqueue_many(
+            self._pool, [aqueue.JobSpec(type=TASK, payload=p) for p in payloads]
+        )
+
+    def worker_command(self, url: str, concurrency: int) -> list[str]:
+        return [
+            *aqueue_command(),
+            "serve",
+            "--roles=worker",
+            "--database-url",
+            url,
+            "--concurrency",
+            str(concurrency),
+            "--app",
+            "bench.tasks:registry",
+            "--queues",
+            "default",
+        ]
+
+    def api_command(self, url: str, port: int) -> list[str]:
+        return [
+            *aqueue_command(),
+            "serve",
+            "--roles=api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database-url",
+            url,
+        ]
+
+    async def completed(self, conn: asyncpg.Connection) -> int:
+        return await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
+
+    async def stored(self, conn: asyncpg.Connection) -> int:
+        return await conn.fetchval("SELECT count(*) FROM jobs")
+
+    async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
+        row = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                      count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
+                      count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
+                      extract(epoch FROM min(started_at)) AS first_claim,
+                      extract(epoch FROM max(finished_at)) AS last_completion
+               FROM jobs"""
+        )
+        return {
+            "completed": row["completed"],
+            "completed_once": row["once"],
+            "not_completed": row["not_completed"],
+            "first_claim": float(row["first_claim"] or 0),
+            "last_completion": float(row["last_completion"] or 0),
+        }

