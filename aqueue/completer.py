@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -21,21 +22,28 @@ from aqueue.store import Outcome
 log = logging.getLogger("aqueue.completer")
 
 
+@dataclass
+class Written:
+    """What became of a batch: outcomes the database accepted, and outcomes it refused
+    with an error. The rest lost their lease (fenced out by the token)."""
+
+    accepted: set[uuid.UUID] = field(default_factory=set)
+    failed: set[uuid.UUID] = field(default_factory=set)
+
+
 class Completer:
     def __init__(
         self,
         pool: asyncpg.Pool,
         worker_id: str,
         max_batch: int,
-        on_written: Callable[[Sequence[Outcome], set[uuid.UUID]], None],
+        on_written: Callable[[Sequence[Outcome], Written], None],
     ) -> None:
         self._worker_id = worker_id
         self._max_batch = max_batch
         self._on_written = on_written
         self._pending: list[Outcome] = []
         self._has_work = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._closing = False
         self._held = HeldConnection(pool)
 
@@ -45,11 +53,7 @@ class Completer:
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        self._drained.clear()
         self._has_work.set()
-
-    async def wait_drained(self) -> None:
-        await self._drained.wait()
 
     async def run(self) -> None:
         """Write outcomes until close() was called and nothing is left."""
@@ -61,7 +65,6 @@ class Completer:
     async def _write_until_closed(self) -> None:
         while True:
             if not self._pending:
-                self._drained.set()
                 if self._closing:
                     return
                 self._has_work.clear()
@@ -69,22 +72,21 @@ class Completer:
                 continue
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
-            accepted = await self._write(batch)
-            self._on_written(batch, accepted)
+            self._on_written(batch, await self._write(batch))
 
     def close(self) -> None:
         """Finish what is pending, then let run() return."""
         self._closing = True
         self._has_work.set()
 
-    async def _write(self, batch: Sequence[Outcome]) -> set[uuid.UUID]:
+    async def _write(self, batch: Sequence[Outcome]) -> Written:
         # A write that failed for want of a connection is retried: the outcomes stay fenced
         # by their leases, so one that lands after the reaper reclaimed its job is rejected.
         failures = 0
         while True:
             try:
                 conn = await self._held.get()
-                return await store.record_outcomes(conn, batch, self._worker_id)
+                return Written(await store.record_outcomes(conn, batch, self._worker_id))
             except Exception as exc:
                 if not is_connection_error(exc):
                     return await self._write_one_by_one(batch, exc)
@@ -96,14 +98,20 @@ class Completer:
                 )
                 await asyncio.sleep(delay)
 
-    async def _write_one_by_one(self, batch: Sequence[Outcome], cause: Exception) -> set[uuid.UUID]:
+    async def _write_one_by_one(self, batch: Sequence[Outcome], cause: Exception) -> Written:
         """A statement error rejects the whole batch: isolate the outcome that causes it.
         One that cannot be written is dropped; its lease expires and the reaper hands the
         job out again, so the job is delayed, never lost."""
         if len(batch) == 1:
-            log.error("cannot record the outcome of job %s: %s", batch[0].job_id, cause)
-            return set()
-        accepted: set[uuid.UUID] = set()
+            log.error(
+                "cannot record the outcome of job %s (it runs again once its lease expires): %s",
+                batch[0].job_id,
+                cause,
+            )
+            return Written(failed={batch[0].job_id})
+        written = Written()
         for outcome in batch:
-            accepted |= await self._write([outcome])
-        return accepted
+            one = await self._write([outcome])
+            written.accepted |= one.accepted
+            written.failed |= one.failed
+        return written

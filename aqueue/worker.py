@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from aqueue import store
-from aqueue.completer import Completer
+from aqueue.completer import Completer, Written
 from aqueue.db import HeldConnection, is_connection_error, retry_delay
 from aqueue.model import JobStatus, backoff_seconds
 from aqueue.notifier import Notifier
@@ -273,13 +273,13 @@ class Worker:
             self._held.pop(job.id, None)
             return None
         await ctx.commit()
-        self._written([outcome], accepted)
+        self._written([outcome], Written(accepted))
         return None
 
-    def _written(self, outcomes: Sequence[Outcome], accepted: set[uuid.UUID]) -> None:
+    def _written(self, outcomes: Sequence[Outcome], written: Written) -> None:
         for outcome in outcomes:
             self._held.pop(outcome.job_id, None)
-            if outcome.job_id not in accepted:
+            if outcome.job_id not in written.accepted and outcome.job_id not in written.failed:
                 log.warning(
                     "job %s: outcome %s rejected, the lease had been reclaimed",
                     outcome.job_id,

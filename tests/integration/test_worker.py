@@ -12,9 +12,10 @@ import asyncpg
 
 from aqueue import JobStatus, Registry, enqueue, store
 from aqueue.model import JobSpec
+from aqueue.reaper import Reaper
 from aqueue.registry import JobContext
 from aqueue.store import Outcome
-from tests.helpers import running_worker, wait_for
+from tests.helpers import fast_settings, running_worker, wait_for
 
 
 async def status_of(pool: asyncpg.Pool, job_id: Any) -> JobStatus:
@@ -340,3 +341,27 @@ async def test_pool_connections_plan_every_claim_with_its_own_values(pool):
     # A generic plan cached while the table was small turned claims into full scans.
     assert await pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
     assert await pool.fetchval("SHOW jit") == "off"
+
+
+async def test_an_outcome_the_database_refuses_is_not_lost(pool, db_url, caplog):
+    # JSON allows "\u0000" in a string, PostgreSQL's jsonb does not: the completion fails.
+    registry = Registry()
+
+    @registry.task("test.nul_result")
+    async def nul_result(payload: Any, ctx: JobContext) -> Any:
+        return {"text": "a\x00b"}
+
+    async with running_worker(pool, db_url, registry, lease_seconds=0.5):
+        job = await enqueue(pool, "test.nul_result", {}, max_attempts=1)
+        await wait_for(
+            lambda: pool.fetchval(
+                "SELECT lease_expires_at < now() FROM jobs WHERE id = $1", job.id
+            ),
+            timeout=5,
+        )
+        reaper = Reaper(pool, fast_settings())
+        await reaper.reap()
+        dead = await wait_status(pool, job.id, JobStatus.DEAD)
+    assert "lease expired" in (dead.last_error or "")
+    assert "cannot record the outcome of job" in caplog.text
+    assert "lease had been reclaimed" not in caplog.text
