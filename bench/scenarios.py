@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.httpload import post_all
 from bench.recorder import read_records
 from bench.systems.base import System, worker_env
 
@@ -567,9 +569,7 @@ class Runner:
         statuses: Counter[int] = Counter()
         try:
             api.start()
-            async with httpx.AsyncClient(
-                base_url=base, timeout=30, limits=httpx.Limits(max_connections=inflight)
-            ) as client:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
                 deadline = time.monotonic() + 60
                 while True:
                     early = api.exited_early()
@@ -581,18 +581,13 @@ class Runner:
                     if time.monotonic() > deadline:
                         raise RuntimeError("the aqueue API did not answer /healthz in 60s")
                     await asyncio.sleep(0.1)
-                counter = iter(range(n))
-
-                async def post_loop() -> None:
-                    for i in counter:
-                        r = await client.post(
-                            "/jobs", json={"type": "bench.noop", "payload": {"i": i, "t": 0}}
-                        )
-                        statuses[r.status_code] += 1
-
-                t0 = time.perf_counter()
-                await asyncio.gather(*(post_loop() for _ in range(inflight)))
-                elapsed = time.perf_counter() - t0
+            bodies = (
+                json.dumps({"type": "bench.noop", "payload": {"i": i, "t": 0}}).encode()
+                for i in range(n)
+            )
+            t0 = time.perf_counter()
+            statuses.update(await post_all("127.0.0.1", port, "/jobs", bodies, inflight))
+            elapsed = time.perf_counter() - t0
             await api.stop()
             result.errors += api.errors
         finally:
@@ -602,7 +597,10 @@ class Runner:
         await self._check_stored(system, url, n, result)
         result.metrics["jobs_per_s"] = n / elapsed
         result.details.update(jobs=n, seconds=elapsed, statuses=dict(statuses))
-        result.settings = {"roles": "api", "client": f"httpx.AsyncClient, {inflight} in flight"}
+        result.settings = {
+            "roles": "api",
+            "client": f"bench.httpload keep-alive client, {inflight} connections",
+        }
 
     async def _memory(self, scenario: Scenario, system: System, url: str, result: Result) -> None:
         n = self.sizes.memory_jobs
