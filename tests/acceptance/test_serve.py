@@ -48,9 +48,9 @@ async def test_every_job_completes_after_a_worker_is_killed_mid_job(pool, db_url
         *worker_args(db_url, "--concurrency", "10", "--lease-seconds", "1")
     ).start()
     try:
-        await wait_for(
-            lambda: pool.fetchval("SELECT count(*) >= 10 FROM jobs WHERE status = 'RUNNING'")
-        )
+        # Killed once ten handlers have really started (they count themselves first),
+        # not merely once ten claims are visible: those could still be on their way.
+        await wait_for(lambda: pool.fetchval("SELECT count(*) >= 10 FROM executions"))
         victim.signal(signal.SIGKILL)
         assert await victim.wait() == -signal.SIGKILL
         assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'RUNNING'") > 0
