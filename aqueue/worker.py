@@ -174,8 +174,9 @@ class Worker:
                 jobs = await store.claim(conn, queue, free, self.id, settings.lease_seconds)
                 for job in jobs:
                     self._start(job)
+                if jobs:
+                    await asyncio.sleep(0)  # let the new handlers start before the next query
                 if len(jobs) == free:
-                    await asyncio.sleep(0)  # let the new handlers start before claiming more
                     continue
                 due_in = await store.seconds_until_next_job(conn, queue)
             except Exception as exc:
