@@ -85,9 +85,9 @@ ORDER BY at, status = 'RUNNING' DESC;
 -- attempt ends and its job_events row is written.
 -- The claim alone commits without waiting for its WAL flush (set_config(..., true) lasts
 -- for this statement's transaction only): waiting behind the completer's flushes cost a
--- third of the drain rate. A claim forgotten by a PostgreSQL crash leaves the job as it was, so it
--- runs again and the lease fence refuses the forgotten run's outcome; every outcome is
--- flushed after the claims it follows, the WAL being flushed in order.
+-- third of the drain rate. A claim forgotten by a PostgreSQL crash leaves the job as it
+-- was, so it runs again and the lease fence refuses the forgotten run's outcome; every
+-- outcome is flushed after the claims it follows, the WAL being flushed in order.
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status IN ('PENDING', 'RETRY') AND queue = $1 AND run_after <= now()
