@@ -140,7 +140,10 @@ def backoff_seconds(
 
 # --- validation of user input -----------------------------------------------------------
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+# Used with fullmatch: `$` would also match before a final "\n", letting "default\n"
+# through as a queue no worker serves.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_.:\-]")
 MAX_PRIORITY = 1000
 MAX_ATTEMPTS_LIMIT = 100
 MAX_IDEMPOTENCY_KEY = 255
@@ -152,12 +155,25 @@ JOB_FIELDS = frozenset(
 def check_name(kind: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValidationError(f"'{kind}' must be a non-empty string")
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValidationError(
-            f"'{kind}' {value!r} is not a valid name: use letters, digits and _ . : -"
-            " (at most 128 characters, starting with a letter or digit)"
+            f"'{kind}' {value!r} is not a valid name{_name_problem(value)}: use letters, "
+            "digits and _ . : - (at most 128 characters, starting with a letter or digit)"
         )
     return value
+
+
+def _name_problem(value: str) -> str:
+    """What is wrong with a refused name, for the error message: a stray newline or space is
+    easy to miss in the name as quoted."""
+    for position, char in enumerate(value):
+        if not _NAME_CHAR.fullmatch(char):
+            return f" (character {char!r} at position {position} is not allowed)"
+    if not value[0].isascii() or not value[0].isalnum():
+        return f" (it starts with {value[0]!r})"
+    if len(value) > 128:
+        return f" (it has {len(value)} characters)"
+    return ""
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:

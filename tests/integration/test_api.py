@@ -173,6 +173,24 @@ async def test_post_jobs_with_bad_input_is_4xx_naming_it_and_writes_nothing(
     assert await count_jobs(pool) == 0
 
 
+@pytest.mark.parametrize("field", ["queue", "type"])
+async def test_post_jobs_with_a_newline_ending_a_name_is_422_naming_it_and_writes_nothing(
+    client, pool, field
+):
+    # 422 as for every other invalid name: the JSON is well-formed, one value is not
+    r = await client.post("/jobs", json={"type": "a", field: "a\n"})
+    assert r.status_code == 422
+    assert_error(r, f"'{field}' 'a\\n'", "not allowed")
+    assert await count_jobs(pool) == 0
+
+
+async def test_submit_job_with_a_newline_ending_the_queue_is_422_and_writes_nothing(client, pool):
+    r = await client.post("/submit-job", json={"task": "demo.echo", "queue": "default\n"})
+    assert r.status_code == 422
+    assert_error(r, "queue", "\\n")
+    assert await count_jobs(pool) == 0
+
+
 async def test_post_jobs_with_an_oversized_payload_is_422_and_writes_nothing(small_client, pool):
     r = await small_client.post("/jobs", json={"type": "a", "payload": {"x": "a" * 2000}})
     assert r.status_code == 422
@@ -304,6 +322,8 @@ def cursor_of(text: str) -> str:
 BAD_LIST_QUERIES = [
     pytest.param({"status": "nope"}, "status", id="bad-status"),
     pytest.param({"queue": "bad queue"}, "queue", id="bad-queue"),
+    pytest.param({"queue": "default\n"}, "queue", id="queue-trailing-newline"),
+    pytest.param({"type": "demo.echo\n"}, "type", id="type-trailing-newline"),
     pytest.param({"type": ""}, "type", id="empty-type"),
     pytest.param({"limit": "0"}, "limit", id="limit-0"),
     pytest.param({"limit": "501"}, "limit", id="limit-too-big"),

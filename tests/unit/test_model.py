@@ -23,6 +23,8 @@ from aqueue.model import (
     JobStatus,
     ValidationError,
     backoff_seconds,
+    check_name,
+    check_spec,
     failed_attempts,
     parse_job_id,
     parse_job_spec,
@@ -179,7 +181,9 @@ def test_parse_job_spec_accepts_a_payload_exactly_at_the_limit():
         ({"type": "has space"}, "type"),
         ({"type": "-leading"}, "type"),
         ({"type": "a" * 129}, "type"),
+        ({"type": "a\n"}, "type"),
         ({"type": "a", "queue": "no/slash"}, "queue"),
+        ({"type": "a", "queue": "default\n"}, "queue"),
         ({"type": "a", "queue": 3}, "queue"),
         ({"type": "a", "payload": "text"}, "payload"),
         ({"type": "a", "payload": 5}, "payload"),
@@ -203,6 +207,22 @@ def test_parse_job_spec_accepts_a_payload_exactly_at_the_limit():
 def test_parse_job_spec_rejects_bad_input_naming_the_problem(data, named):
     with pytest.raises(ValidationError, match=re.escape(named)):
         parse_job_spec(data, LIMIT)
+
+
+@pytest.mark.parametrize("kind", ["queue", "type"])
+@pytest.mark.parametrize("value", ["default\n", "\ndefault", "de\nfault"])
+def test_a_name_with_a_newline_is_refused_naming_the_character(kind, value):
+    with pytest.raises(ValidationError) as caught:
+        check_name(kind, value)
+    message = str(caught.value)
+    assert f"'{kind}' {value!r}" in message
+    assert f"character '\\n' at position {value.index(chr(10))} is not allowed" in message
+
+
+def test_check_spec_refuses_a_queue_with_a_trailing_newline():
+    # the path of aqueue.enqueue() from Python
+    with pytest.raises(ValidationError, match="queue"):
+        check_spec(JobSpec(type="a", queue="default\n"))
 
 
 def test_parse_job_spec_accepts_bounds_of_priority_and_max_attempts():

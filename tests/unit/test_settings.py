@@ -56,6 +56,12 @@ def test_parse_queues_rejects_an_invalid_queue_name():
         parse_queues("default,bad name", 10)
 
 
+def test_parse_queues_rejects_a_name_ending_in_a_newline():
+    # "$" in a pattern matches before a final "\n": this once served a queue "email\n"
+    with pytest.raises(SettingsError, match=r"'email\\n'"):
+        parse_queues("email\n:5", 10)
+
+
 # --- parse_roles ------------------------------------------------------------------------
 
 
@@ -173,6 +179,16 @@ def test_main_with_a_bad_flag_value_exits_2_with_one_line_on_stderr(capsys):
     assert err.count("\n") == 1
     assert err.startswith("aqueue: error: ")
     assert "--concurrency" in err and "'x'" in err
+
+
+def test_main_with_a_newline_in_a_queue_name_exits_2_with_one_line(capsys):
+    # were the name taken, serve would fail on the database URL instead: exit 1, not 2
+    unreachable = "postgresql://postgres@127.0.0.1:1/nowhere"
+    args = ["serve", "--roles", "worker", "--database-url", unreachable]
+    assert cli.main([*args, "--queues", "default,email\n:5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--queues" in err and "'email\\n'" in err
 
 
 def test_main_with_an_unknown_role_exits_2_naming_it(capsys):
