@@ -33,8 +33,11 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await asyncio.wait_for(store.ping(request.app.state.pool), READY_TIMEOUT_SECONDS)
     except Exception as exc:
+        # The detail names internal addresses and users: it goes to the log, not to
+        # whoever can reach the probe.
+        log.warning("readiness check failed: %s", str(exc) or type(exc).__name__)
         return JSONResponse(
-            {"status": "unavailable", "error": str(exc) or type(exc).__name__}, status_code=503
+            {"status": "unavailable", "error": "database unreachable"}, status_code=503
         )
     return JSONResponse({"status": "ready"})
 

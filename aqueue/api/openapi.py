@@ -152,7 +152,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Readiness (database reachable)",
                     "responses": {
                         "200": {"description": "Ready"},
-                        "503": {"description": "Database down"},
+                        "503": {"description": "Database unreachable (the detail is logged)"},
                     },
                 }
             },

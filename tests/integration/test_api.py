@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import asyncpg
 import httpx
 import pytest
 
@@ -465,6 +467,22 @@ async def test_readyz_is_200_when_the_database_answers(client):
     r = await client.get("/readyz")
     assert r.status_code == 200
     assert r.json()["status"] == "ready"
+
+
+async def test_readyz_says_database_unreachable_and_logs_the_detail(caplog):
+    # nothing listens on port 1: the driver's error names the address it tried
+    unreachable = await asyncpg.create_pool(
+        "postgresql://postgres@127.0.0.1:1/nowhere", min_size=0, max_size=1
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="aqueue.api"):
+            async with api_client(unreachable, Settings()) as client:
+                r = await client.get("/readyz")
+    finally:
+        await unreachable.close()
+    assert r.status_code == 503
+    assert r.json() == {"status": "unavailable", "error": "database unreachable"}
+    assert "127.0.0.1" in caplog.text and "127.0.0.1" not in r.text
 
 
 async def test_openapi_describes_the_jobs_routes(client):
