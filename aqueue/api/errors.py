@@ -21,8 +21,27 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """application/json or application/<anything>+json, parameters (charset) allowed."""
+    if content_type is None:
+        return False
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, or an ApiError (413 too large, 400 malformed)."""
+    """The request body as JSON, or an ApiError (415 not declared JSON, 413 too large,
+    400 malformed)."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        # A browser sends text/plain, form and multipart bodies cross-site without asking
+        # (no CORS preflight): requiring JSON keeps any web page from enqueueing jobs.
+        sent = f"Content-Type {content_type[:100]!r}" if content_type else "no Content-Type"
+        raise ApiError(
+            415, f"the body must be JSON: send Content-Type: application/json (got {sent})"
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}")

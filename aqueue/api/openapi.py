@@ -8,6 +8,7 @@ from aqueue.model import JobStatus
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
+_NOT_JSON = "Body not sent as application/json (or application/*+json)"
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json(_JOB, "An idempotent repeat: the existing job"),
                         "400": _json(_ERROR, "Malformed JSON"),
                         "413": _json(_ERROR, "Body too large"),
+                        "415": _json(_ERROR, _NOT_JSON),
                         "422": _json(_ERROR, "Invalid job"),
                     },
                 },
@@ -114,6 +116,7 @@ def openapi_document() -> dict[str, Any]:
                             {"type": "object", "properties": {"job_id": {"type": "string"}}},
                             "Created",
                         ),
+                        "415": _json(_ERROR, _NOT_JSON),
                         "422": _json(_ERROR, "Invalid job"),
                     },
                 }

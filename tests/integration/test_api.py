@@ -193,6 +193,56 @@ async def test_submit_job_with_a_newline_ending_the_queue_is_422_and_writes_noth
     assert await count_jobs(pool) == 0
 
 
+# --- content type: JSON only ------------------------------------------------------------
+
+VALID_BODIES = {"/jobs": b'{"type": "demo.echo"}', "/submit-job": b'{"task": "demo.echo"}'}
+NOT_JSON_CONTENT_TYPES = [
+    pytest.param("text/plain", id="text-plain"),
+    pytest.param("text/plain;charset=UTF-8", id="text-plain-charset"),
+    pytest.param("application/x-www-form-urlencoded", id="form"),
+    pytest.param("multipart/form-data; boundary=x", id="multipart"),
+    pytest.param("application/jsonp", id="jsonp"),
+    pytest.param("text/json", id="text-json"),
+]
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/submit-job"])
+@pytest.mark.parametrize("content_type", NOT_JSON_CONTENT_TYPES)
+async def test_a_body_not_declared_json_is_415_and_writes_nothing(client, pool, path, content_type):
+    # what a web page may send cross-site without a CORS preflight, and its neighbours
+    body = VALID_BODIES[path]
+    r = await client.post(path, content=body, headers={"content-type": content_type})
+    assert r.status_code == 415
+    assert r.json()["status"] == 415
+    assert_error(r, content_type, "application/json")
+    assert await count_jobs(pool) == 0
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/submit-job"])
+async def test_a_body_without_content_type_is_415_and_writes_nothing(client, pool, path):
+    r = await client.post(path, content=VALID_BODIES[path])
+    assert "content-type" not in r.request.headers
+    assert r.status_code == 415
+    assert_error(r, "no Content-Type", "application/json")
+    assert await count_jobs(pool) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.api+json",
+    ],
+)
+async def test_json_content_types_with_parameters_or_a_suffix_are_accepted(client, content_type):
+    r = await client.post(
+        "/jobs", content=b'{"type": "demo.echo"}', headers={"content-type": content_type}
+    )
+    assert r.status_code == 201, r.text
+
+
 async def test_post_jobs_with_an_oversized_payload_is_422_and_writes_nothing(small_client, pool):
     r = await small_client.post("/jobs", json={"type": "a", "payload": {"x": "a" * 2000}})
     assert r.status_code == 422
@@ -496,3 +546,9 @@ async def test_openapi_describes_the_jobs_routes(client):
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             assert operation["responses"], f"{method} {path} has no responses"
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/submit-job"])
+async def test_openapi_documents_the_415_of_routes_that_read_json(client, path):
+    doc = (await client.get("/openapi.json")).json()
+    assert "415" in doc["paths"][path]["post"]["responses"]
