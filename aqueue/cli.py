@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
             "pool_max_size", f"database connections in the pool ({DEFAULTS.pool_max_size})"
         ),
     )
+    serve_p.add_argument(
+        "--allowed-hosts",
+        help=_env_help(
+            "allowed_hosts",
+            "Host headers the api answers, comma-separated, *.domain for subdomains, * for any "
+            "(localhost, 127.0.0.1 and [::1] when --host is loopback, else any)",
+        ),
+    )
     serve_p.add_argument("--log-level", help=_env_help("log_level", DEFAULTS.log_level))
 
     migrate_p = sub.add_parser("migrate", help="apply the database migrations")
@@ -160,6 +168,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["host"] = host
     if (port := _pick(args, "port")) is not None:
         changes["port"] = s.parse_port(port)
+    if (hosts := _pick(args, "allowed_hosts")) is not None:
+        changes["allowed_hosts"] = s.parse_allowed_hosts(hosts)
     if (app := _pick(args, "app")) is not None:
         changes["app"] = app
     concurrency = DEFAULTS.concurrency

@@ -3,7 +3,9 @@ variable, validated once. Nothing else in the package holds a tunable literal.""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +46,8 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     log_level: str = "INFO"
+    # Host headers the API answers (`*` any); None: chosen by `host`, see api_allowed_hosts
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def pool_size(self) -> int:
@@ -56,6 +60,18 @@ class Settings:
     def heartbeat_seconds(self) -> float:
         """Renew leases three times per lease: one lost heartbeat never loses a job."""
         return self.lease_seconds / 3
+
+    @property
+    def api_allowed_hosts(self) -> tuple[str, ...]:
+        """Bound to loopback, the API answers only local names: a web page whose own name
+        resolves to 127.0.0.1 (DNS rebinding) gets a 400 instead of every job. Bound
+        elsewhere, any: a deployment's own ingress or proxy decides which names reach it."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        if not is_loopback(self.host):
+            return ("*",)
+        bound = f"[{self.host}]" if ":" in self.host else self.host.lower()
+        return tuple(dict.fromkeys((*LOOPBACK_HOSTS, bound)))
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -77,6 +93,7 @@ ENV_VARS = {
     "shutdown_grace_seconds": "AQUEUE_SHUTDOWN_GRACE",
     "reaper_interval_seconds": "AQUEUE_REAPER_INTERVAL",
     "max_payload_bytes": "AQUEUE_MAX_PAYLOAD_BYTES",
+    "allowed_hosts": "AQUEUE_ALLOWED_HOSTS",
     "pool_max_size": "AQUEUE_POOL_SIZE",
     "log_level": "AQUEUE_LOG_LEVEL",
 }
@@ -146,3 +163,37 @@ def parse_port(text: str) -> int:
     if port > 65535:
         raise SettingsError(f"--port must be at most 65535, got {port}")
     return port
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# a name, `*.name`, an IPv4 address or a bracketed IPv6 address; `*` alone is any host
+_ALLOWED_HOST = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_.\-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_allowed_hosts(text: str) -> tuple[str, ...]:
+    """`api.example.com,*.internal` -> ("api.example.com", "*.internal"); `*` is any."""
+    hosts = tuple(dict.fromkeys(h.strip().lower() for h in text.split(",") if h.strip()))
+    if not hosts:
+        raise SettingsError("--allowed-hosts needs at least one host name, or * for any")
+    for host in hosts:
+        valid = host == "*" or _ALLOWED_HOST.fullmatch(host) is not None
+        if valid and host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                valid = False
+        if not valid:
+            raise SettingsError(
+                f"--allowed-hosts: {host!r} is not a host name, an IP address, an IPv6 address"
+                " in brackets, *.domain or *; give it without a scheme or port"
+            )
+    return hosts

@@ -8,6 +8,7 @@ import logging
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from aqueue import store
 from aqueue.api import jobs
 from aqueue.api.errors import ApiError, error_response
+from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
 from aqueue.settings import Settings
 
@@ -71,8 +73,18 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
+# Answered whatever the Host header: an orchestrator's probe names the pod's address
+# (Kubernetes sends Host: <pod IP>:<port>), not the public name --allowed-hosts lists, and
+# neither probe says anything worth a DNS-rebinding attack.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
 def create_app(pool: asyncpg.Pool, settings: Settings) -> Starlette:
+    hosts = settings.api_allowed_hosts
     app = Starlette(
+        middleware=[]
+        if "*" in hosts
+        else [Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=PROBE_PATHS)],
         routes=[
             *jobs.routes,
             Route("/healthz", healthz, methods=["GET"]),

@@ -31,7 +31,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "aqueue",
             "version": "0.1.0",
-            "description": "A PostgreSQL-backed job queue.",
+            "description": "A PostgreSQL-backed job queue. Every route but /healthz and "
+            "/readyz answers 400 to a Host header outside aqueue serve --allowed-hosts.",
         },
         "paths": {
             "/jobs": {

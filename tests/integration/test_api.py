@@ -44,7 +44,8 @@ JOB_FIELDS = {
 async def api_client(pool, settings: Settings):
     # raise_app_exceptions=False: a crash shows as the 500 a real client would see.
     transport = httpx.ASGITransport(app=create_app(pool, settings), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    # localhost: the API bound to loopback answers only local Host names
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8000") as client:
         yield client
 
 
@@ -533,6 +534,100 @@ async def test_readyz_says_database_unreachable_and_logs_the_detail(caplog):
     assert r.status_code == 503
     assert r.json() == {"status": "unavailable", "error": "database unreachable"}
     assert "127.0.0.1" in caplog.text and "127.0.0.1" not in r.text
+
+
+# --- Host header: DNS rebinding ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def host_client(pool, host_header: str, **settings):
+    async with api_client(pool, Settings(**settings)) as c:
+        c.headers["host"] = host_header
+        yield c
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST:8000"]
+)
+async def test_bound_to_loopback_the_local_names_are_answered(pool, host):
+    async with host_client(pool, host) as client:
+        r = await client.post("/jobs", json={"type": "demo.echo"})
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize(
+    "host", ["attacker.example", "attacker.example:8000", "localhost.attacker.example", "[::2]"]
+)
+async def test_bound_to_loopback_another_host_name_is_400_json_and_writes_nothing(pool, host):
+    # a page on attacker.example whose name now resolves to 127.0.0.1 sends its own name
+    async with host_client(pool, host) as client:
+        posted = await client.post("/jobs", json={"type": "demo.echo"})
+        listed = await client.get("/jobs")
+    for r in (posted, listed):
+        assert r.status_code == 400
+        assert_error(r, host, "allowed", "--allowed-hosts")
+    assert await count_jobs(pool) == 0
+
+
+async def test_a_request_without_a_host_header_is_400_json(pool):
+    app = create_app(pool, Settings())
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.0",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/jobs",
+        "raw_path": b"/jobs",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"])["error"].startswith("no Host header")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_health_probes_answer_whatever_the_host(pool, path):
+    # an orchestrator's probe names the pod's address, not a name in --allowed-hosts
+    async with host_client(pool, "10.1.2.3:8000", allowed_hosts=("api.example.com",)) as c:
+        r = await c.get(path)
+    assert r.status_code == 200
+
+
+async def test_bound_to_every_address_any_host_is_answered(pool):
+    async with host_client(pool, "queue.internal:8000", host="0.0.0.0") as client:
+        r = await client.get("/jobs")
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("api.example.com", 200),
+        ("api.example.com:443", 200),
+        ("eu.workers.internal", 200),
+        ("workers.internal", 400),
+        ("localhost", 400),
+        ("example.com", 400),  # Starlette's own middleware would redirect to www.
+    ],
+)
+async def test_allowed_hosts_setting_decides_which_hosts_are_answered(pool, host, status):
+    allowed = ("api.example.com", "*.workers.internal", "www.example.com")
+    async with host_client(pool, host, host="0.0.0.0", allowed_hosts=allowed) as client:
+        r = await client.get("/jobs")
+    assert r.status_code == status, r.text
 
 
 async def test_openapi_describes_the_jobs_routes(client):

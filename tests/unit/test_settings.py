@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from aqueue import cli
@@ -10,6 +12,7 @@ from aqueue.settings import (
     ENV_VARS,
     Settings,
     SettingsError,
+    parse_allowed_hosts,
     parse_port,
     parse_queues,
     parse_roles,
@@ -95,6 +98,70 @@ def test_parse_port_accepts_ports_in_range(text):
 def test_parse_port_rejects_out_of_range_or_non_numbers(text):
     with pytest.raises(SettingsError, match="--port"):
         parse_port(text)
+
+
+# --- allowed hosts ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_bound_to_loopback_the_api_answers_only_local_names(host):
+    allowed = Settings(host=host).api_allowed_hosts
+    assert {"localhost", "127.0.0.1", "[::1]"} <= set(allowed)
+    assert "*" not in allowed
+
+
+def test_bound_to_another_loopback_address_that_address_is_answered_too():
+    assert "127.0.0.2" in Settings(host="127.0.0.2").api_allowed_hosts
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "queue.internal"])
+def test_bound_elsewhere_the_api_answers_any_host(host):
+    assert Settings(host=host).api_allowed_hosts == ("*",)
+
+
+def test_allowed_hosts_setting_wins_over_the_bound_address():
+    assert Settings(host="0.0.0.0", allowed_hosts=("a.example",)).api_allowed_hosts == (
+        "a.example",
+    )
+
+
+def test_parse_allowed_hosts_reads_names_wildcards_and_addresses():
+    assert parse_allowed_hosts(" API.example.com,*.internal, 10.0.0.5,[::1],my_api ") == (
+        "api.example.com",
+        "*.internal",
+        "10.0.0.5",
+        "[::1]",
+        "my_api",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("", "at least one"),
+        (" , ", "at least one"),
+        ("api.example.com:8000", "'api.example.com:8000'"),
+        ("http://api.example.com", "'http://api.example.com'"),
+        ("*example.com", "'*example.com'"),
+        ("api.*.com", "'api.*.com'"),
+        ("::1", "'::1'"),
+        ("[::g]", "'[::g]'"),
+        ("a b", "'a b'"),
+    ],
+)
+def test_parse_allowed_hosts_rejects_what_is_not_a_host_naming_it(text, named):
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        parse_allowed_hosts(text)
+
+
+def test_allowed_hosts_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_ALLOWED_HOSTS", "api.example.com")
+    assert settings_for("serve").allowed_hosts == ("api.example.com",)
+
+
+def test_allowed_hosts_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_ALLOWED_HOSTS", "api.example.com")
+    assert settings_for("serve", "--allowed-hosts", "*").allowed_hosts == ("*",)
 
 
 # --- precedence: flags over environment over defaults -----------------------------------
