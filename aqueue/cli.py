@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve_p.add_argument(
+        "--max-payload-bytes",
+        help=_env_help(
+            "max_payload_bytes", f"largest job payload accepted ({DEFAULTS.max_payload_bytes})"
+        ),
+    )
+    serve_p.add_argument(
         "--allowed-hosts",
         help=_env_help(
             "allowed_hosts",
@@ -160,6 +166,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["database_url"] = url
     if (data_dir := _pick(args, "data_dir")) is not None:
         changes["data_dir"] = Path(data_dir)
+    if (
+        args.command in ("serve", "enqueue")
+        and (text := _pick(args, "max_payload_bytes")) is not None
+    ):
+        changes["max_payload_bytes"] = s.parse_payload_limit(text)
     if args.command != "serve":
         return DEFAULTS.with_overrides(**changes)
     if (roles := _pick(args, "roles")) is not None:
@@ -234,7 +245,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 raise
         print("applied: " + ", ".join(applied) if applied else "the database is up to date")
     elif args.command == "enqueue":
-        spec = _enqueue_spec(args)
+        spec = _enqueue_spec(args, settings.max_payload_bytes)
 
         async def insert(conn: Any) -> None:
             job, _created = await store.insert_job(conn, spec)
@@ -258,7 +269,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _enqueue_spec(args: argparse.Namespace) -> JobSpec:
+def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
@@ -274,7 +285,7 @@ def _enqueue_spec(args: argparse.Namespace) -> JobSpec:
         data["run_after"] = args.run_after
     if args.idempotency_key:
         data["idempotency_key"] = args.idempotency_key
-    return parse_job_spec(data, DEFAULTS.max_payload_bytes)
+    return parse_job_spec(data, max_payload_bytes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

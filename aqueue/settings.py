@@ -165,6 +165,21 @@ def parse_port(text: str) -> int:
     return port
 
 
+# PostgreSQL's jsonb holds at most 2^28 - 1 bytes (255 MiB); a larger limit only lets the
+# API buffer bodies that the database would then refuse.
+MAX_PAYLOAD_LIMIT = 268_435_455
+
+
+def parse_payload_limit(text: str) -> int:
+    limit = parse_positive_int("--max-payload-bytes", text)
+    if limit > MAX_PAYLOAD_LIMIT:
+        raise SettingsError(
+            f"--max-payload-bytes must be at most {MAX_PAYLOAD_LIMIT} (PostgreSQL's jsonb "
+            f"limit), got {limit}"
+        )
+    return limit
+
+
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 # a name, `*.name`, an IPv4 address or a bracketed IPv6 address; `*` alone is any host
 _ALLOWED_HOST = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_.\-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")

@@ -105,6 +105,16 @@ def test_enqueue_with_bad_json_payload_is_one_line_and_writes_nothing(db_url):
     assert "--payload is not valid JSON" in one_line_error(result)
 
 
+def test_enqueue_refuses_a_payload_over_aqueue_max_payload_bytes(db_url):
+    env = subprocess_env(AQUEUE_MAX_PAYLOAD_BYTES="100")
+    payload = json.dumps({"text": "a" * 200})
+    result = run_cli(
+        "enqueue", "demo.echo", "--payload", payload, "--database-url", db_url, env=env
+    )
+    assert result.returncode == 1
+    assert "the limit is 100" in one_line_error(result)
+
+
 def test_status_of_an_unknown_job_exits_1(db_url):
     result = run_cli("status", "00000000-0000-0000-0000-000000000000", "--database-url", db_url)
     assert result.returncode == 1

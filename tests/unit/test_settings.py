@@ -10,6 +10,7 @@ from aqueue import cli
 from aqueue.settings import (
     ENV_FALLBACKS,
     ENV_VARS,
+    MAX_PAYLOAD_LIMIT,
     Settings,
     SettingsError,
     parse_allowed_hosts,
@@ -162,6 +163,33 @@ def test_allowed_hosts_come_from_the_environment(monkeypatch):
 def test_allowed_hosts_flag_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv("AQUEUE_ALLOWED_HOSTS", "api.example.com")
     assert settings_for("serve", "--allowed-hosts", "*").allowed_hosts == ("*",)
+
+
+# --- max payload bytes ------------------------------------------------------------------
+
+
+def test_max_payload_bytes_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_MAX_PAYLOAD_BYTES", "2048")
+    assert settings_for("serve").max_payload_bytes == 2048
+
+
+def test_max_payload_bytes_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_MAX_PAYLOAD_BYTES", "2048")
+    assert settings_for("serve", "--max-payload-bytes", "4096").max_payload_bytes == 4096
+
+
+def test_enqueue_reads_max_payload_bytes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AQUEUE_MAX_PAYLOAD_BYTES", "2048")
+    assert settings_for("enqueue", "demo.echo").max_payload_bytes == 2048
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("0", "at least 1"), ("lots", "whole number"), (str(MAX_PAYLOAD_LIMIT + 1), "at most")],
+)
+def test_max_payload_bytes_out_of_range_is_refused_naming_it(text, named):
+    with pytest.raises(SettingsError, match=f"--max-payload-bytes.*{named}"):
+        settings_for("serve", "--max-payload-bytes", text)
 
 
 # --- precedence: flags over environment over defaults -----------------------------------
