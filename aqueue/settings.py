@@ -48,6 +48,8 @@ class Settings:
     log_level: str = "INFO"
     # Host headers the API answers (`*` any); None: chosen by `host`, see api_allowed_hosts
     allowed_hosts: tuple[str, ...] | None = None
+    # a filtered GET /jobs examines at most this many jobs per page (see list_jobs_bounded)
+    list_scan_limit: int = 10_000
 
     @property
     def pool_size(self) -> int:

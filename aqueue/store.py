@@ -111,8 +111,12 @@ async def get_job(db: Executor, job_id: uuid.UUID) -> Job | None:
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[Job]
-    # the id of the last job when more may follow, else None
+    # where the next page starts (below this id) when more may follow, else None
     next_after: uuid.UUID | None
+
+
+# Statuses whose listing an index finds, however rare they are: list_jobs needs no bound.
+INDEXED_STATUSES = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.RUNNING})
 
 
 async def list_jobs(
@@ -123,18 +127,29 @@ async def list_jobs(
     type: str | None = None,
     after: uuid.UUID | None = None,
     limit: int = 50,
+    scan_limit: int | None = None,
 ) -> JobPage:
-    rows = await db.fetch(
-        Q["list_jobs"],
-        status.value if status else None,
-        queue,
-        type,
-        after,
-        limit + 1,
+    """Jobs newest first, below `after`. With `scan_limit`, a filter no index serves
+    examines at most that many jobs: the page may then be short, even empty, with a
+    next_after to continue from."""
+    filters = (status.value if status else None, queue, type, after, limit + 1)
+    bounded = scan_limit is not None and (
+        queue is not None
+        or type is not None
+        or (status is not None and status not in INDEXED_STATUSES)
     )
-    jobs = [Job.from_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return JobPage(jobs, jobs[-1].id if more else None)
+    if not bounded:
+        rows = await db.fetch(Q["list_jobs"], *filters)
+        jobs = [Job.from_record(r) for r in rows[:limit]]
+        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+    rows = await db.fetch(Q["list_jobs_bounded"], *filters, scan_limit)
+    matched = [r for r in rows if r["matched"]]
+    jobs = [Job.from_record(r) for r in matched[:limit]]
+    if len(matched) > limit:
+        return JobPage(jobs, jobs[-1].id)
+    # the scan stopped at its limit: continue below the last job it examined
+    cut = bool(rows) and rows[-1]["examined"] == scan_limit
+    return JobPage(jobs, rows[-1]["id"] if cut else None)
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,42 @@ SELECT * FROM jobs WHERE id = $1;
 
 -- name: list_jobs --
 -- Newest first (ids are time-ordered), keyset-paginated on the id through the primary
--- key: a page costs the same however deep.
+-- key: a page costs the same however deep. Used unfiltered, and for the statuses an index
+-- finds: DEAD and CANCELLED (jobs_failed_idx), RUNNING (jobs_lease_idx).
 SELECT * FROM jobs
 WHERE ($1::text IS NULL OR status = $1)
   AND ($2::text IS NULL OR queue = $2)
   AND ($3::text IS NULL OR type = $3)
   AND ($4::uuid IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5;
+
+-- name: list_jobs_bounded --
+-- list_jobs for the other filters, which no index serves: a filter that matches rarely
+-- (or never: ?queue=nope) would walk the whole primary key to fill a page. This walk
+-- examines at most $6 jobs below the cursor (the inner LIMIT; the pipeline stops sooner
+-- once the page is full) and also returns the last job examined, `matched` false unless
+-- it matches, so that a short page can say where to continue.
+-- On 500,000 jobs, ?queue=nope went from reading the whole table (86 ms, 17,800 buffers)
+-- to 9 ms (394 buffers); a filter that matches often still stops at its page (0.1-0.5 ms).
+-- Why not an index per filter instead: (status, id), (queue, id) and (type, id) took the
+-- WAL of an insert from 420 to 670 bytes, of a claim and completion from 1,060 to 1,640,
+-- and PostgreSQL's CPU per job from 9 to 13 us for batch inserts and from 33 to 53 us for
+-- a claim and completion (70,000 jobs, medians of 5 runs): the hot path pays for every
+-- job what a listing would save now and then. (queue, id) and (type, id) alone: +35-50%.
+SELECT * FROM (
+    SELECT scanned.*,
+           ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR queue = $2)
+               AND ($3::text IS NULL OR type = $3) AS matched
+    FROM (
+        SELECT jobs.*, row_number() OVER (ORDER BY id DESC) AS examined
+        FROM jobs
+        WHERE ($4::uuid IS NULL OR id < $4)
+        ORDER BY id DESC
+        LIMIT $6
+    ) scanned
+) page
+WHERE matched OR examined = $6
 ORDER BY id DESC
 LIMIT $5;
 

@@ -67,7 +67,13 @@ async def list_jobs(request: Request) -> JSONResponse:
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
     page = await store.list_jobs(
-        request.app.state.pool, status=status, queue=queue, type=type_, after=after, limit=limit
+        request.app.state.pool,
+        status=status,
+        queue=queue,
+        type=type_,
+        after=after,
+        limit=limit,
+        scan_limit=_settings(request).list_scan_limit,
     )
     return JSONResponse(
         {

@@ -362,6 +362,52 @@ async def test_keyset_pagination_applies_the_filter_on_every_page(client, pool):
     assert {j["queue"] for p in pages for j in p} == {"q2"}
 
 
+@pytest.fixture
+async def scan3_client(pool):
+    """A filtered listing examines at most 3 jobs per page."""
+    async with api_client(pool, Settings(list_scan_limit=3)) as c:
+        yield c
+
+
+async def test_a_filter_matching_nothing_examines_a_bounded_number_of_jobs_per_page(
+    scan3_client, pool
+):
+    await enqueue_many(pool, [JobSpec(type="a") for _ in range(7)])
+    pages = await walk(scan3_client, queue="nope")
+    # 3 + 3 + 1 jobs examined: each page short, the cursor carrying the walk to the end
+    assert pages == [[], [], []]
+
+
+async def test_a_bounded_walk_returns_every_match_once_newest_first(scan3_client, pool):
+    ids = await enqueue_many(pool, [JobSpec(type="a", queue=f"q{i % 2}") for i in range(10)])
+    pages = await walk(scan3_client, queue="q1", limit=2)
+    # one batch shares its timestamp: the newest first is the id order
+    assert [j["id"] for p in pages for j in p] == sorted(map(str, ids[1::2]), reverse=True)
+
+
+async def test_a_bounded_page_that_fills_up_continues_after_its_last_job(scan3_client, pool):
+    await enqueue_many(pool, [JobSpec(type="a") for _ in range(5)])
+    first = (await scan3_client.get("/jobs", params={"type": "a", "limit": 2})).json()
+    assert len(first["jobs"]) == 2
+    assert first["next_cursor"] == first["jobs"][-1]["id"]
+
+
+@pytest.mark.parametrize("status", ["DEAD", "CANCELLED", "RUNNING"])
+async def test_rare_statuses_are_listed_through_an_index_without_a_scan_bound(
+    scan3_client, pool, status
+):
+    [oldest, *_] = await enqueue_many(pool, [JobSpec(type="a") for _ in range(10)])
+    lease = "gen_random_uuid()" if status == "RUNNING" else "NULL"
+    await pool.execute(
+        f"UPDATE jobs SET status = $1, lease_token = {lease}, lease_expires_at = "
+        f"CASE WHEN {lease} IS NULL THEN NULL ELSE now() END WHERE id = $2",
+        status,
+        oldest,
+    )
+    r = await scan3_client.get("/jobs", params={"status": status})
+    assert ([j["id"] for j in r.json()["jobs"]], r.json()["next_cursor"]) == ([str(oldest)], None)
+
+
 async def test_last_full_page_has_no_next_cursor(client, pool):
     await enqueue_many(pool, [JobSpec(type="a") for _ in range(6)])
     pages = await walk(client, limit=3)
