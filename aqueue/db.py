@@ -86,7 +86,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     its job: use SET LOCAL and transaction-level locks (the README says so)."""
 
 
+def _not_a_floor_retry(record: logging.LogRecord) -> bool:
+    """asyncpg warns, with a full traceback, at every try to restore the pool's connection
+    floor while the database is down (every second at first, in every process). aqueue's
+    own loops already say once that the database is away and once that it is back."""
+    return not record.getMessage().startswith("Failed to restore the pool connection floor")
+
+
 async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    logging.getLogger("asyncpg.pool").addFilter(_not_a_floor_retry)
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -99,32 +107,53 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return pool
 
 
-class HeldConnection:
-    """One pooled connection kept across many statements, because every release to the
-    pool costs a reset round trip; replaced when it breaks. For the worker's hot loops."""
+class OwnConnection:
+    """A connection one of the worker's loops keeps for itself, outside the pool (a claim
+    loop, the completer, the heartbeat): handlers holding every pooled connection cannot
+    starve it, no pool proxy or session reset stands between the loop and its statements,
+    and every statement on it has a timeout, so a database that stops answering (a
+    network black hole) fails the statement instead of hanging the loop. Reopened on the
+    next get() after discard()."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self._conn: Any = None
+    def __init__(self, url: str, timeout: float) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._conn: asyncpg.Connection | None = None
 
     async def get(self) -> asyncpg.Connection:
-        if self._conn is not None and self._conn.is_closed():
-            await self.release()
-        if self._conn is None:
-            self._conn = await self._pool.acquire()
-        conn: asyncpg.Connection = self._conn
+        conn = self._conn
+        if conn is not None and conn.is_closed():
+            conn = self._conn = None
+        if conn is None:
+            conn = self._conn = await connect(self._url, timeout=self._timeout)
         return conn
 
-    async def release(self) -> None:
-        """Give the connection back (the pool terminates a broken one)."""
+    def discard(self) -> None:
+        """Drop the connection after a failed statement: a timeout can leave it mid-query,
+        so it is not reused; the next get() opens a new one."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self._pool.release(conn)
+            conn.terminate()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.close(timeout=self._timeout)
+        except Exception:
+            conn.terminate()
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    """A connection outside the pool (the LISTEN connection, the migrations runner)."""
-    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+async def connect(url: str, timeout: float | None = None) -> asyncpg.Connection:
+    """A connection outside the pool (the LISTEN connection, the migrations runner, the
+    worker's own loops). With a timeout, it bounds the connect and every statement."""
+    if timeout is None:
+        conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+    else:
+        conn = await asyncpg.connect(
+            url, server_settings=SERVER_SETTINGS, timeout=timeout, command_timeout=timeout
+        )
     await init_connection(conn)
     return conn
 

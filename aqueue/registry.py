@@ -16,11 +16,13 @@ import asyncio
 import importlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from aqueue.model import check_name
+from aqueue.store import ClaimedJob
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
 
@@ -63,26 +65,36 @@ class Registry:
 
 
 class JobContext:
-    """What a running handler knows about its job, and its way into the completion
-    transaction."""
+    """What a running handler knows about its job (its id, type, queue, priority, which
+    attempt this is out of how many, when it was created, when it was due and when this
+    attempt started), and its way into the completion transaction."""
 
-    __slots__ = ("_conn", "_pool", "_tx", "attempt", "job_id", "max_attempts", "queue", "type")
+    __slots__ = (
+        "_conn",
+        "_pool",
+        "_tx",
+        "attempt",
+        "created_at",
+        "job_id",
+        "max_attempts",
+        "priority",
+        "queue",
+        "run_after",
+        "started_at",
+        "type",
+    )
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        job_id: uuid.UUID,
-        type: str,
-        queue: str,
-        attempt: int,
-        max_attempts: int,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, job: ClaimedJob) -> None:
         self._pool = pool
-        self.job_id = job_id
-        self.type = type
-        self.queue = queue
-        self.attempt = attempt
-        self.max_attempts = max_attempts
+        self.job_id: uuid.UUID = job.id
+        self.type: str = job.type
+        self.queue: str = job.queue
+        self.priority: int = job.priority
+        self.attempt: int = job.attempt
+        self.max_attempts: int = job.max_attempts
+        self.created_at: datetime = job.created_at
+        self.run_after: datetime = job.run_after
+        self.started_at: datetime = job.started_at
         self._conn: Any = None
         self._tx: Any = None
 

@@ -25,6 +25,8 @@ from aqueue.worker import Worker
 
 log = logging.getLogger("aqueue.server")
 
+POOL_CLOSE_SECONDS = 2.0
+
 
 class StartupError(RuntimeError):
     """Something aqueue needs at start is not there; the message says what."""
@@ -64,10 +66,20 @@ async def serve(settings: Settings) -> None:
             try:
                 await run_roles(pool, url, settings, registry, sock)
             finally:
-                await pool.close()
+                await _close_pool(pool)
     finally:
         if sock is not None:
             sock.close()
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully, but not for ever: a handler that ignored its cancellation can
+    hold a connection, and a database that stopped answering never acknowledges."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("closing the database pool timed out; closing its connections anyway")
+        pool.terminate()
 
 
 async def _migrate(url: str) -> None:
@@ -112,10 +124,12 @@ async def run_roles(
         log.info("api listening on http://%s:%d", settings.host, settings.port)
     if "worker" in settings.roles:
         notifier = Notifier(url)
-        worker = Worker(pool, notifier, registry, settings)
+        worker = Worker(pool, url, notifier, registry, settings)
         tasks["notifier"] = asyncio.create_task(notifier.run())
         tasks["worker"] = asyncio.create_task(worker.run())
-    if "reaper" in settings.roles:
+    # Every worker reaps too: recovering a killed worker's jobs must not depend on where
+    # a process with the reaper role happens to run.
+    if "reaper" in settings.roles or "worker" in settings.roles:
         tasks["reaper"] = asyncio.create_task(Reaper(pool, settings).run())
 
     stopper = asyncio.create_task(stop.wait())

@@ -41,16 +41,18 @@ class Settings:
     reaper_batch: int = 1000
     max_payload_bytes: int = 1_000_000
     completer_max_batch: int = 1000
+    # releases at shutdown that refund a job's attempt; later ones spend it
+    free_releases: int = 3
     pool_min_size: int = 2
     pool_max_size: int = 10
     log_level: str = "INFO"
 
     @property
     def pool_size(self) -> int:
-        """The pool holds --pool-size connections for handlers, the API and maintenance,
-        plus the ones a worker keeps: one per queue's claim loop and one for the completer."""
-        kept = len(self.queues) + 1 if "worker" in self.roles else 0
-        return self.pool_max_size + kept
+        """The pool is for handlers, the API and maintenance. A worker's own loops (one
+        claim loop per queue, the completer, the heartbeat) keep connections of their own
+        outside it, so handlers holding every pooled connection cannot starve them."""
+        return self.pool_max_size
 
     @property
     def heartbeat_seconds(self) -> float:

@@ -59,7 +59,7 @@ async def running_worker(
     if registry is not None:
         reg.include(registry)
     notifier = Notifier(url)
-    worker = Worker(pool, notifier, reg, fast_settings(**settings))
+    worker = Worker(pool, url, notifier, reg, fast_settings(**settings))
     tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(worker.run())]
     await asyncio.wait_for(notifier.connected.wait(), 10)
     running = RunningWorker(worker, notifier, tasks)
