@@ -208,9 +208,7 @@ class Worker:
             await asyncio.wait(pending, timeout=HURRY_SECONDS)
 
     def _running_tasks(self) -> list[asyncio.Task[None]]:
-        return [
-            a.task for a in self._held.values() if a.task is not None and not a.task.done()
-        ]
+        return [a.task for a in self._held.values() if a.task is not None and not a.task.done()]
 
     async def _release_held(self) -> None:
         """Hand back the jobs whose attempts did not finish, for other workers."""
@@ -257,9 +255,7 @@ class Worker:
         finally:
             conn.discard()
 
-    async def _claim_until_stopped(
-        self, queue: str, concurrency: int, own: OwnConnection
-    ) -> None:
+    async def _claim_until_stopped(self, queue: str, concurrency: int, own: OwnConnection) -> None:
         wake = self.notifier.subscribe(queue)
         slot_freed = self._slot_freed[queue]
         settings = self.settings
