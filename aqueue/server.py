@@ -26,6 +26,7 @@ from aqueue.worker import Worker
 log = logging.getLogger("aqueue.server")
 
 POOL_CLOSE_SECONDS = 2.0
+ROLE_STOP_SECONDS = 2.0
 
 
 class StartupError(RuntimeError):
@@ -154,7 +155,9 @@ async def run_roles(
         for name in ("notifier", "reaper"):
             if name in tasks:
                 tasks[name].cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        # A task cancelled in the middle of a statement to a database that stopped
+        # answering may wait on it; closing the pool ends such waits.
+        await asyncio.wait(tasks.values(), timeout=ROLE_STOP_SECONDS)
         if failed:
             raise StartupError(f"role {failed[0]} failed: {tasks[failed[0]].exception()}")
     finally:

@@ -211,8 +211,9 @@ class Worker:
         return [a.task for a in self._held.values() if a.task is not None and not a.task.done()]
 
     async def _release_held(self) -> None:
-        """Hand back the jobs whose attempts did not finish, for other workers."""
-        leases = [(a.job.id, a.job.lease_token) for a in self._held.values()]
+        """Hand back the jobs whose handlers did not finish, for other workers. (A finished
+        one whose outcome could not be written is left to its lease: see _shutdown.)"""
+        leases = [(a.job.id, a.job.lease_token) for a in self._held.values() if not a.done]
         if not leases:
             return
         settings = self.settings

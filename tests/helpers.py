@@ -141,6 +141,24 @@ class ServeProcess:
             raise AssertionError("aqueue serve did not start:\n" + "\n".join(self.lines[-30:]))
         return self
 
+    async def wait_for_line(self, text: str, timeout: float = 30) -> str:
+        """The first line of the process's log containing `text`, once it is there."""
+
+        async def found() -> str | None:
+            return next((line for line in self.lines if text in line), None)
+
+        try:
+            line: str = await wait_for(found, timeout)
+        except AssertionError:
+            raise AssertionError(
+                f"no line with {text!r} within {timeout}s; the log:\n" + "\n".join(self.lines)
+            ) from None
+        return line
+
+    def count(self, text: str) -> int:
+        """How many lines of the log so far contain `text`."""
+        return sum(text in line for line in self.lines)
+
     @property
     def pid(self) -> int:
         assert self.proc is not None

@@ -226,42 +226,6 @@ async def test_a_claim_commits_asynchronously_without_touching_the_next_statemen
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
 
 
-async def test_a_claim_forgotten_by_a_database_crash_runs_the_job_again(pool, db_url):
-    # A claim commits without waiting for its WAL flush, so a PostgreSQL crash can forget
-    # it: the job is then back as it was before the claim. Nothing is lost: it runs again,
-    # and the first run's late outcome is refused by the lease fence.
-    registry = Registry()
-    first_run = asyncio.Event()
-    let_first_finish = asyncio.Event()
-    runs = 0
-
-    @registry.task("test.twice")
-    async def twice(payload: Any, ctx: JobContext) -> int:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            first_run.set()
-            await let_first_finish.wait()
-        return runs
-
-    async with running_worker(pool, db_url, registry):
-        job = await enqueue(pool, "test.twice", {})
-        await asyncio.wait_for(first_run.wait(), 10)
-        await pool.execute(  # the row as it was before the claim, as crash recovery leaves it
-            """UPDATE jobs SET status = 'PENDING', attempts = attempts - 1, locked_by = NULL,
-                   locked_at = NULL, lease_token = NULL, lease_expires_at = NULL,
-                   started_at = NULL
-               WHERE id = $1""",
-            job.id,
-        )
-        await pool.execute("SELECT pg_notify('aqueue_jobs', 'default')")
-        await wait_status(pool, job.id, JobStatus.COMPLETED)
-        let_first_finish.set()  # the forgotten run ends now: too late, its lease is gone
-        await asyncio.sleep(0.3)
-    final = await store.get_job(pool, job.id)
-    assert final is not None and final.result == 2 and final.attempts == 1
-
-
 async def test_heartbeats_keep_a_long_job_leased(pool, db_url):
     async with running_worker(pool, db_url, lease_seconds=0.6):
         job = await enqueue(pool, "demo.sleep", {"seconds": 1.5})
