@@ -107,6 +107,9 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return pool
 
 
+CLOSE_SECONDS = 1.0
+
+
 class OwnConnection:
     """A connection one of the worker's loops keeps for itself, outside the pool (a claim
     loop, the completer, the heartbeat): handlers holding every pooled connection cannot
@@ -136,11 +139,13 @@ class OwnConnection:
             conn.terminate()
 
     async def close(self) -> None:
+        """Say goodbye to the server, briefly: a database that does not answer gets the
+        connection cut instead."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
-            await conn.close(timeout=self._timeout)
+            await conn.close(timeout=min(self._timeout, CLOSE_SECONDS))
         except Exception:
             conn.terminate()
 

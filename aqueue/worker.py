@@ -52,6 +52,7 @@ HURRY_SECONDS = 1.0
 # At shutdown, after the grace period: how long unwritten outcomes may wait for a
 # database that does not answer.
 OUTCOME_SECONDS = 10.0
+HEARTBEAT_TIMEOUT_FLOOR = 0.5
 
 
 def new_worker_id() -> str:
@@ -190,11 +191,12 @@ class Worker:
         self.completer.close()
         await self._wait_then_hurry([completer], OUTCOME_SECONDS)
         if not completer.done():
-            log.warning(
-                "left %d outcomes unwritten (the database does not answer); their jobs run "
-                "again once their leases expire",
-                self.completer.unwritten,
-            )
+            if self.completer.unwritten:
+                log.warning(
+                    "left %d outcomes unwritten (the database does not answer); their jobs "
+                    "run again once their leases expire",
+                    self.completer.unwritten,
+                )
             completer.cancel()
         heartbeat.cancel()
         await asyncio.gather(completer, heartbeat, return_exceptions=True)
@@ -450,8 +452,10 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         # Timeouts well under the interval: a renewal that cannot get through in time is
         # given up and tried again next round, never left to hang while leases run out.
+        # (The floor matters only for leases of a few seconds, as in tests: connecting
+        # alone can take a good part of a tenth of a second on a loaded machine.)
         interval = self.settings.heartbeat_seconds
-        own = OwnConnection(self.url, timeout=interval / 2)
+        own = OwnConnection(self.url, timeout=max(interval / 2, HEARTBEAT_TIMEOUT_FLOOR))
         try:
             while True:
                 await asyncio.sleep(interval)

@@ -14,6 +14,7 @@ import asyncpg
 
 from aqueue import JobStatus, Registry, enqueue, store
 from aqueue.db import create_pool
+from aqueue.model import backoff_seconds
 from aqueue.reaper import Reaper
 from aqueue.registry import JobContext
 from tests.helpers import fast_settings, running_worker, wait_for
@@ -413,3 +414,21 @@ async def _waiting_for_a_lock(pool: asyncpg.Pool) -> bool:
                  AND query LIKE '%finished AS%'"""
         )
     )
+
+
+async def test_the_databases_backoff_follows_the_same_rule_as_the_workers(pool):
+    # aqueue_backoff (reclaims, spent releases) and model.backoff_seconds (failed
+    # attempts) are one rule in two languages: min(cap, base * 2^(n-1)), jittered down to
+    # half of that.
+    for attempt, base, cap in ((1, 1.0, 300.0), (4, 1.0, 300.0), (12, 1.0, 300.0), (3, 0.5, 1.0)):
+        ceiling = min(cap, base * 2 ** (attempt - 1))
+        delays = [
+            await pool.fetchval(
+                "SELECT extract(epoch FROM aqueue_backoff($1, $2, $3))::float8", attempt, base, cap
+            )
+            for _ in range(50)
+        ]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, delays)
+        assert len(set(delays)) > 1  # jittered
+        python = [backoff_seconds(attempt, base, cap) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in python)
