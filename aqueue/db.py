@@ -44,18 +44,50 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+# SQLSTATEs that describe the server's state rather than the statement: the same statement
+# can succeed a moment later, on a new connection if need be. Class 08 (connection
+# exception) is transient as a whole, except 08P01: a protocol violation is a complaint
+# about what the client sent (e.g. a wrong number of bind parameters).
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "53000",  # insufficient_resources
+        "53100",  # disk_full: retrying beats exiting while someone frees space
+        "53200",  # out_of_memory
+        "53300",  # too_many_connections
+        # not 53400 configuration_limit_exceeded: a limit the statement itself exceeds
+        "57014",  # query_canceled: statement_timeout or pg_cancel_backend, not a bug
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
+        "57P05",  # idle_session_timeout: the session is gone, a new one will do
+        "25006",  # read_only_sql_transaction: a failover made this server a standby
+        "40001",  # serialization_failure: rolled back, retrying is the remedy
+        "40P01",  # deadlock_detected: likewise
+    }
+)
+# asyncpg reports a connection that is gone as a plain InterfaceError, told apart from
+# misuse ("another operation is in progress") only by its message.
+_LOST_CONNECTION_MESSAGES = ("connection is closed", "released back to the pool")
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """Errors that mean "the database is unreachable right now", worth a retry, as
-    opposed to errors in the statement itself."""
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.InterfaceError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.exceptions.OperatorInterventionError,
-    )
+    """Whether `exc` is a transient state of the database or the network (a restart, a
+    failover, too many connections), worth retrying, rather than an error in the program
+    or the statement (syntax, a missing table, bad data, misuse of a connection), which a
+    retry would only repeat. Classified by SQLSTATE."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate.startswith("08"):
+            return sqlstate != "08P01"
+        return sqlstate in _TRANSIENT_SQLSTATES
+    if type(exc) is asyncpg.InterfaceError:
+        # Not its subclasses: DataError, ClientConfigurationError, Unsupported*Error are
+        # all about the program's own arguments or setup.
+        message = str(exc)
+        return any(text in message for text in _LOST_CONNECTION_MESSAGES)
+    return False
 
 
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
