@@ -68,6 +68,14 @@ _TRANSIENT_SQLSTATES = frozenset(
 # asyncpg reports a connection that is gone as a plain InterfaceError, told apart from
 # misuse ("another operation is in progress") only by its message.
 _LOST_CONNECTION_MESSAGES = ("connection is closed", "released back to the pool")
+# The FATAL a server sends before it drops an idle connection (restart, terminate) puts
+# asyncpg's protocol in its error-consuming state (2) until the disconnect is processed;
+# a statement started in between fails with this InternalClientError (seen in tests that
+# terminate a pool's backends), and one started on a closed protocol with the second.
+_LOST_CONNECTION_INTERNAL_MESSAGES = (
+    "another operation (2) is in progress",
+    'protocol is in the "failed" state',
+)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -87,6 +95,9 @@ def is_connection_error(exc: BaseException) -> bool:
         # all about the program's own arguments or setup.
         message = str(exc)
         return any(text in message for text in _LOST_CONNECTION_MESSAGES)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        message = str(exc)
+        return any(text in message for text in _LOST_CONNECTION_INTERNAL_MESSAGES)
     return False
 
 

@@ -6,20 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from aqueue import JobStatus, db, enqueue, store
 from aqueue.db import is_connection_error
-from tests.helpers import running_worker, wait_for
-
-
-def as_role(url: str, role: str, password: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+from tests.helpers import as_role, running_worker, wait_for
 
 
 @pytest.fixture
@@ -106,8 +100,10 @@ async def test_the_worker_rides_out_a_read_only_phase(pool, db_url, pg_url, capl
             async def completed() -> bool:
                 try:
                     found = await store.get_job(pool, job.id)
-                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-                    return False
+                except Exception as exc:  # the pool's connections were terminated too
+                    if is_connection_error(exc):
+                        return False
+                    raise
                 return found is not None and found.status is JobStatus.COMPLETED
 
             await wait_for(completed, timeout=30)

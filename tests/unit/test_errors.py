@@ -21,6 +21,10 @@ TRANSIENT = [
     asyncpg.InterfaceError(
         "cannot call Connection.fetch(): connection has been released back to the pool"
     ),
+    # a statement on an idle connection whose server just sent its FATAL goodbye
+    asyncpg.exceptions.InternalClientError(
+        "cannot switch to state 11; another operation (2) is in progress"
+    ),
     asyncpg.TooManyConnectionsError("sorry, too many clients already"),
     asyncpg.OutOfMemoryError("out of memory"),
     asyncpg.DiskFullError("could not extend file: No space left on device"),
@@ -45,6 +49,9 @@ FATAL = [
     asyncpg.DataError("invalid input for query argument $1: 'x' (an integer is required)"),
     asyncpg.exceptions.ClientConfigurationError("invalid connection option"),
     asyncpg.exceptions.InternalClientError("unexpected codec"),
+    asyncpg.exceptions.InternalClientError(
+        "cannot switch to state 11; another operation (12) is in progress"
+    ),
     asyncpg.exceptions.ProtocolError("unexpected message"),
     asyncpg.PostgresSyntaxError('syntax error at or near "SELEC"'),
     asyncpg.UndefinedTableError('relation "jobz" does not exist'),
