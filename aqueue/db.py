@@ -9,13 +9,15 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from aqueue.settings import Settings
 
 log = logging.getLogger("aqueue.db")
 
@@ -195,23 +197,34 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(
+    conn: asyncpg.Connection,
+    lock_timeout: float = Settings.migration_lock_timeout_seconds,
+    migrations: Sequence[Migration] | None = None,
+) -> list[str]:
     """Apply the migrations this database has not seen, in order, each once and in its own
-    transaction, under an advisory lock. Returns the names applied."""
+    transaction, under an advisory lock. Returns the names applied.
+
+    A migration waits at most `lock_timeout` seconds for each lock: DDL behind a long
+    transaction would otherwise hang, and every query on that table would queue behind
+    its pending lock. It fails instead (LockNotAvailableError), applying nothing of it."""
+    pending = load_migrations() if migrations is None else list(migrations)
     applied_now: list[str] = []
+    # Not under lock_timeout: a concurrent start waits here for the other's migrations.
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS aqueue_migrations (
-                   version integer PRIMARY KEY,
-                   name text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM aqueue_migrations")}
-        for migration in load_migrations():
+        async with _lock_timeout(conn, lock_timeout, "the aqueue_migrations table"):
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS aqueue_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM aqueue_migrations")}
+        for migration in pending:
             if migration.version in done:
                 continue
-            async with conn.transaction():
+            async with _lock_timeout(conn, lock_timeout, f"migration {migration.name}"):
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO aqueue_migrations (version, name) VALUES ($1, $2)",
@@ -225,12 +238,67 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def migrate_url(url: str) -> list[str]:
+@asynccontextmanager
+async def _lock_timeout(conn: asyncpg.Connection, seconds: float, what: str) -> AsyncIterator[None]:
+    """A transaction whose lock waits give up after `seconds`, reported as `what`."""
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('lock_timeout', $1, true)", f"{max(1, round(seconds * 1000))}ms"
+            )
+            yield
+    except asyncpg.LockNotAvailableError as exc:
+        # Still a LockNotAvailableError, so callers that report PostgreSQL errors say this.
+        raise asyncpg.LockNotAvailableError(
+            f"{what} waited more than {seconds:g} s for a lock, held by another transaction "
+            "(a long one on aqueue's tables?), and was not applied: run the migration again "
+            "once it is gone, or give it a longer lock timeout"
+        ) from exc
+
+
+async def migrate_url(
+    url: str, lock_timeout: float = Settings.migration_lock_timeout_seconds
+) -> list[str]:
     conn = await connect(url)
     try:
-        return await migrate(conn)
+        return await migrate(conn, lock_timeout)
     finally:
         await conn.close()
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is older than this aqueue; the message says what to run."""
+
+
+def expected_schema_version() -> int:
+    """The schema version this code needs: its highest migration number."""
+    return load_migrations()[-1].version
+
+
+async def check_schema(conn: asyncpg.Connection) -> None:
+    """Raise SchemaError unless every migration of this code has been applied. Commands
+    other than `serve` and `migrate` check rather than migrate: a newer CLI must not change
+    a production schema on its own, nor need the rights to."""
+    migrations = load_migrations()
+    needed = migrations[-1].version
+    if not await conn.fetchval("SELECT to_regclass('aqueue_migrations') IS NOT NULL"):
+        raise SchemaError(
+            f"the database has no aqueue schema but this aqueue needs version {needed}: "
+            "run `aqueue migrate`"
+        )
+    applied = {r["version"] for r in await conn.fetch("SELECT version FROM aqueue_migrations")}
+    missing = [m.name for m in migrations if m.version not in applied]
+    if not missing:
+        return
+    current = max(applied, default=0)
+    if current < needed:
+        raise SchemaError(
+            f"the database schema is at version {current} but this aqueue needs {needed}: "
+            "run `aqueue migrate`"
+        )
+    raise SchemaError(
+        f"the database schema lacks migration {', '.join(missing)}: run `aqueue migrate`"
+    )
 
 
 # --- embedded PostgreSQL ----------------------------------------------------------------
