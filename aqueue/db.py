@@ -216,7 +216,7 @@ async def migrate(
     # Not under lock_timeout: a concurrent start waits here for the other's migrations.
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
-        async with _lock_timeout(conn, lock_timeout, "the aqueue_migrations table"):
+        async with _lock_timeout(conn, lock_timeout, "reading aqueue_migrations"):
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS aqueue_migrations (
                        version integer PRIMARY KEY,
@@ -253,9 +253,9 @@ async def _lock_timeout(conn: asyncpg.Connection, seconds: float, what: str) -> 
     except asyncpg.LockNotAvailableError as exc:
         # Still a LockNotAvailableError, so callers that report PostgreSQL errors say this.
         raise asyncpg.LockNotAvailableError(
-            f"{what} waited more than {seconds:g} s for a lock, held by another transaction "
-            "(a long one on aqueue's tables?), and was not applied: run the migration again "
-            "once it is gone, or give it a longer lock timeout"
+            f"{what} waited more than {seconds:g} s for a lock held by another transaction "
+            "(a long one on aqueue's tables?) and was rolled back: migrate again once that "
+            "transaction ends, or with a longer --lock-timeout"
         ) from exc
 
 
