@@ -422,6 +422,10 @@ async def _set_up_role(admin_url: str) -> None:
             else:
                 await admin.execute(f"CREATE DATABASE {role} OWNER {role} TEMPLATE template0")
         await admin.execute(f"ALTER DATABASE {role} OWNER TO {role}")
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = 'postgres'"):
+            # Renamed above (or by a start that died right after): every server has one,
+            # tools and the superuser URL connect to it by default.
+            await admin.execute("CREATE DATABASE postgres TEMPLATE template0")
     finally:
         await admin.close()
     conn = await asyncpg.connect(_with_user_and_database(admin_url, None, role))
@@ -450,8 +454,6 @@ async def _rename_earlier_database(admin: asyncpg.Connection, role: str) -> None
             f"moves to a database of its own role {role!r}, but another process is "
             "connected to them: stop every aqueue using this --data-dir, then start again"
         ) from None
-    # Every server has one; tools connect to it by default.
-    await admin.execute("CREATE DATABASE postgres TEMPLATE template0")
 
 
 # Hands every object in schema public that the role does not own yet to the role: the

@@ -115,6 +115,23 @@ async def test_the_data_dir_of_an_earlier_aqueue_keeps_its_jobs_under_the_new_ro
     assert {"aqueue", "postgres"} <= databases
 
 
+async def test_an_earlier_data_dir_still_in_use_is_refused_with_what_to_do(home):
+    data_dir = home / "aq"
+    earlier = db.EmbeddedPostgres(data_dir)
+    earlier._start_server()
+    try:
+        await db.migrate_url(earlier.admin_url)
+        still_running = await asyncpg.connect(earlier.admin_url)  # an earlier aqueue
+        try:
+            with pytest.raises(db.EmbeddedError) as raised:
+                await db.EmbeddedPostgres(data_dir).start()
+        finally:
+            await still_running.close()
+    finally:
+        earlier.stop_blocking()
+    assert "stop every aqueue using this --data-dir, then start again" in str(raised.value)
+
+
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0,
     reason="the embedded package opens directories up only when it runs as root",
