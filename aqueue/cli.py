@@ -166,11 +166,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["database_url"] = url
     if (data_dir := _pick(args, "data_dir")) is not None:
         changes["data_dir"] = Path(data_dir)
-    if args.command == "migrate" and (
-        text := _pick(args, "migration_lock_timeout_seconds", "lock_timeout")
-    ):
-        changes["migration_lock_timeout_seconds"] = s.parse_positive_float("--lock-timeout", text)
     if args.command != "serve":
+        if args.command == "migrate" and (
+            text := _pick(args, "migration_lock_timeout_seconds", "lock_timeout")
+        ):
+            changes["migration_lock_timeout_seconds"] = s.parse_positive_float(
+                "--lock-timeout", text
+            )
         return DEFAULTS.with_overrides(**changes)
     if (roles := _pick(args, "roles")) is not None:
         changes["roles"] = s.parse_roles(roles)
