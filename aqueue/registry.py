@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -183,6 +185,12 @@ def load_registry(app: str | None) -> Registry:
     module_name, _, attr = app.partition(":")
     if not module_name or not attr:
         raise AppLoadError(f"--app must look like module:attribute, got {app!r}")
+    # The `aqueue` console script's sys.path starts with its own bin/ directory, not the
+    # working directory: without this, only installed packages could be named. uvicorn
+    # and celery put the working directory first too.
+    cwd = os.getcwd()
+    if sys.path[:1] not in ([""], [cwd]):
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -46,6 +46,9 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     log_level: str = "INFO"
+    # how long a migration waits for a lock before it gives up (instead of hanging, with
+    # every query on that table queued behind it)
+    migration_lock_timeout_seconds: float = 10.0
 
     @property
     def pool_size(self) -> int:
@@ -81,6 +84,7 @@ ENV_VARS = {
     "max_payload_bytes": "AQUEUE_MAX_PAYLOAD_BYTES",
     "pool_max_size": "AQUEUE_POOL_SIZE",
     "log_level": "AQUEUE_LOG_LEVEL",
+    "migration_lock_timeout_seconds": "AQUEUE_MIGRATION_LOCK_TIMEOUT",
 }
 # QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
 ENV_FALLBACKS = {"queues": "QUEUE"}

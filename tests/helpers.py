@@ -181,3 +181,12 @@ class ServeProcess:
             await self.proc.wait()
         if self._reader is not None:
             self._reader.cancel()
+
+
+def as_role(url: str, role: str, password: str) -> str:
+    """`url` with another user and password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
