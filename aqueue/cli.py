@@ -129,14 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "refuse a database whose schema is behind)",
     )
     _add_database_flags(migrate_p)
-    migrate_p.add_argument(
-        "--lock-timeout",
-        help=_env_help(
-            "migration_lock_timeout_seconds",
-            "seconds a migration waits for a lock held by another transaction before it "
-            f"gives up ({DEFAULTS.migration_lock_timeout_seconds:g})",
-        ),
-    )
+    for migrating in (serve_p, migrate_p):
+        migrating.add_argument(
+            "--lock-timeout",
+            help=_env_help(
+                "migration_lock_timeout_seconds",
+                "seconds a migration waits for a lock held by another transaction before it "
+                f"gives up ({DEFAULTS.migration_lock_timeout_seconds:g})",
+            ),
+        )
 
     enqueue_p = sub.add_parser("enqueue", help="enqueue one job and print it as JSON")
     _add_database_flags(enqueue_p)
@@ -166,13 +167,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["database_url"] = url
     if (data_dir := _pick(args, "data_dir")) is not None:
         changes["data_dir"] = Path(data_dir)
+    if args.command in ("serve", "migrate") and (
+        text := _pick(args, "migration_lock_timeout_seconds", "lock_timeout")
+    ):
+        changes["migration_lock_timeout_seconds"] = s.parse_positive_float("--lock-timeout", text)
     if args.command != "serve":
-        if args.command == "migrate" and (
-            text := _pick(args, "migration_lock_timeout_seconds", "lock_timeout")
-        ):
-            changes["migration_lock_timeout_seconds"] = s.parse_positive_float(
-                "--lock-timeout", text
-            )
         return DEFAULTS.with_overrides(**changes)
     if (roles := _pick(args, "roles")) is not None:
         changes["roles"] = s.parse_roles(roles)

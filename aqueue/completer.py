@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from aqueue import store
-from aqueue.db import OwnConnection, is_connection_error, retry_delay
+from aqueue.db import Outage, OwnConnection, is_connection_error
 from aqueue.store import Outcome
 
 log = logging.getLogger("aqueue.completer")
@@ -57,6 +57,7 @@ class Completer:
         self._closing = False
         # A statement that outlives a lease is moot (the lease fence refuses it anyway).
         self._conn = OwnConnection(url, timeout=lease_seconds)
+        self._outage = Outage(log, "writing outcomes")
         # True while writes fail for want of the database: the claim loops hold off, so
         # that when it is back the outcomes (and forgotten claims) land before new claims.
         self.failing = False
@@ -107,7 +108,6 @@ class Completer:
     async def _write(self, batch: Sequence[Outcome]) -> Written:
         # A write that failed for want of a connection is retried: the outcomes stay fenced
         # by their leases, so one that lands after the reaper reclaimed its job is refused.
-        failures = 0
         while True:
             try:
                 conn = await self._conn.get()
@@ -119,19 +119,10 @@ class Completer:
                 if not is_connection_error(exc):
                     return await self._write_one_by_one(batch, exc)
                 self._conn.discard()
-                failures += 1
                 self.failing = True
-                delay = retry_delay(failures)
-                if failures == 1:
-                    log.warning(
-                        "writing %d outcomes failed (%s); retrying until the database answers",
-                        len(batch),
-                        exc,
-                    )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._outage.failed(exc))
                 continue
-            if failures:
-                log.warning("outcomes written again after %d failed tries", failures)
+            self._outage.ended()
             self.failing = False
             return written
 

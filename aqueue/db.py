@@ -115,6 +115,34 @@ def retry_delay(failures: int) -> float:
     return _RETRY_DELAYS[min(max(failures, 1), len(_RETRY_DELAYS)) - 1]
 
 
+class Outage:
+    """The log of one loop's run of failures to reach the database: a warning when it
+    starts and one when it ends; the tries in between at debug level (an outage retried
+    every couple of seconds in every loop would otherwise drown the log)."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed try; returns how long to wait before the next."""
+        self.failures += 1
+        if self.failures == 1:
+            self._log.warning(
+                "%s failed (%s); retrying until the database answers", self._what, exc
+            )
+        else:
+            self._log.debug("%s failed again (%s)", self._what, exc)
+        return retry_delay(self.failures)
+
+    def ended(self) -> None:
+        """A try succeeded."""
+        if self.failures:
+            self._log.warning("%s again after %d failed tries", self._what, self.failures)
+            self.failures = 0
+
+
 # jit off: JIT can add tens of milliseconds to a claim whose estimated cost looks high.
 # force_custom_plan: a prepared claim planned while the table was nearly empty keeps a
 # generic plan (a sequential scan to find the picked ids) that took 82 ms per claim once

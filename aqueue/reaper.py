@@ -13,7 +13,7 @@ import logging
 import asyncpg
 
 from aqueue import store
-from aqueue.db import is_connection_error
+from aqueue.db import Outage, is_connection_error
 from aqueue.model import JobStatus
 from aqueue.settings import Settings
 from aqueue.worker import new_worker_id
@@ -30,20 +30,16 @@ class Reaper:
 
     async def run(self) -> None:
         """Reap every interval until cancelled; a failed round is logged and retried."""
-        failures = 0
+        outage = Outage(log, "reaping")
         while True:
             try:
                 await self.reap()
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
-                failures += 1
-                if failures == 1:
-                    log.warning("reaper round failed (%s); retrying every round", exc)
+                outage.failed(exc)  # the next round is the retry
             else:
-                if failures:
-                    log.warning("reaper working again after %d failed rounds", failures)
-                failures = 0
+                outage.ended()
             await asyncio.sleep(self.settings.reaper_interval_seconds)
 
     async def reap(self) -> int:

@@ -62,7 +62,7 @@ async def serve(settings: Settings) -> None:
     sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
     try:
         async with db.database_url(settings.database_url, settings.data_dir) as url:
-            await _migrate(url)
+            await _migrate(url, settings.migration_lock_timeout_seconds)
             pool = await db.create_pool(url, settings.pool_min_size, settings.pool_size)
             try:
                 await run_roles(pool, url, settings, registry, sock)
@@ -83,9 +83,15 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-async def _migrate(url: str) -> None:
+async def _migrate(url: str, lock_timeout: float) -> None:
     try:
-        applied = await db.migrate_url(url)
+        applied = await db.migrate_url(url, lock_timeout)
+    except asyncpg.ReadOnlySQLTransactionError as exc:
+        # Transient for a running worker (a failover), but at start it means the URL
+        # points at a standby: say that, not "cannot reach".
+        raise StartupError(
+            f"the database is read-only (a standby, or mid-failover?): {exc}"
+        ) from None
     except Exception as exc:
         if db.is_connection_error(exc):
             raise StartupError(f"cannot reach the database: {exc}") from None

@@ -30,7 +30,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.completer import Completer, Written
-from aqueue.db import OwnConnection, connect, is_connection_error, retry_delay
+from aqueue.db import Outage, OwnConnection, connect, is_connection_error
 from aqueue.model import JobStatus, backoff_seconds, check_result, storable_text
 from aqueue.notifier import Notifier
 from aqueue.registry import JobContext, Registry
@@ -263,7 +263,7 @@ class Worker:
         slot_freed = self._slot_freed[queue]
         settings = self.settings
         loop = asyncio.get_running_loop()
-        failures = 0
+        outage = Outage(log, f"claiming from {queue!r}")
         while not self._stopping.is_set():
             free = concurrency - self._in_flight[queue]
             # Back-pressure: outcomes are written in batches, but never pile up unbounded,
@@ -291,19 +291,9 @@ class Worker:
                 # The database is away (restart, network): keep trying, a little slower
                 # each time; the notifier wakes us as soon as it is listening again.
                 own.discard()
-                failures += 1
-                delay = retry_delay(failures)
-                if failures == 1:
-                    log.warning(
-                        "claiming from %r failed (%s); retrying until the database answers",
-                        queue,
-                        exc,
-                    )
-                await _wait(wake, delay)
+                await _wait(wake, outage.failed(exc))
                 continue
-            if failures:
-                log.warning("claiming from %r again after %d failed tries", queue, failures)
-            failures = 0
+            outage.ended()
             # Nothing more is due: sleep until a notification, the next delayed job, the
             # safety-net poll or shutdown, whichever comes first.
             if due_in is None:
