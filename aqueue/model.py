@@ -219,24 +219,48 @@ def _check_text(where: str, text: str) -> None:
 def _check_payload(payload: object, max_bytes: int) -> None:
     if not isinstance(payload, dict | list):
         raise ValidationError("'payload' must be a JSON object or array")
-    stack: list[object] = [payload]
+    _check_json("'payload'", payload, max_bytes)
+
+
+def check_result(result: object, max_bytes: int) -> None:
+    """A handler's return value must be something PostgreSQL's jsonb stores: JSON without
+    NaN or Infinity, NUL characters or lone surrogates, within the size limit. A result
+    that is not is the attempt's failure, said in its error, instead of an outcome the
+    database would refuse."""
+    _check_json("the result", result, max_bytes)
+
+
+def _check_json(where: str, value: object, max_bytes: int) -> None:
+    stack: list[object] = [value]
     while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            _check_text("'payload'", value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ValidationError("'payload' contains NaN or Infinity, which JSON cannot hold")
-        elif isinstance(value, dict):
-            for key in value:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(where, item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(f"{where} contains NaN or Infinity, which JSON cannot hold")
+        elif isinstance(item, dict):
+            for key in item:
                 if not isinstance(key, str):
-                    raise ValidationError("'payload' object keys must be strings")
-                _check_text("'payload'", key)
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    size = len(json.dumps(payload, separators=(",", ":")).encode())
+                    raise ValidationError(f"{where}: object keys must be strings")
+                _check_text(where, key)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{where} is not JSON: {exc}") from None
     if size > max_bytes:
-        raise ValidationError(f"'payload' is {size} bytes; the limit is {max_bytes}")
+        raise ValidationError(f"{where} is {size} bytes; the limit is {max_bytes}")
+
+
+def storable_text(text: str, max_chars: int) -> str:
+    """`text` as PostgreSQL's text type takes it: NUL characters and lone surrogates (an
+    exception's message may hold either) escaped, the end kept when it is too long (a
+    traceback's last lines say the most)."""
+    text = text.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[-max_chars:]
 
 
 def check_spec(spec: JobSpec) -> JobSpec:

@@ -31,6 +31,7 @@ class Notifier:
         self.connected = asyncio.Event()
         self.connections_lost = 0
         self.backend_pid: int | None = None
+        self._outage = db.Outage(log, "listening for notifications")
 
     def subscribe(self, queue: str) -> asyncio.Event:
         """The event set whenever queue `queue` may have new work. Its owner clears it."""
@@ -48,24 +49,19 @@ class Notifier:
     async def run(self) -> None:
         """Listen until cancelled, reconnecting whenever the connection is lost."""
         warn_if_pooler(self._url)
-        failures = 0
         while True:
             try:
                 await self._listen_until_lost()
-                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not db.is_connection_error(exc):
                     raise
-                log.warning("LISTEN connection failed: %s", exc)
+                # The first reconnect after a lost connection is immediate (every
+                # millisecond without LISTEN is pickup latency); failed ones back off.
+                await asyncio.sleep(self._outage.failed(exc))
             finally:
                 self.connected.clear()
-            # The first reconnect is immediate: after a lost connection every millisecond
-            # without LISTEN is a millisecond of pickup latency.
-            if failures:
-                await asyncio.sleep(db.retry_delay(failures))
-            failures += 1
 
     async def _listen_until_lost(self) -> None:
         conn = await db.connect(self._url)
@@ -75,6 +71,7 @@ class Notifier:
             await conn.add_listener(CHANNEL, self._on_notification)
             self.backend_pid = conn.get_server_pid()
             self.connected.set()
+            self._outage.ended()
             # Anything enqueued while we were not listening is claimed now.
             self.wake_all()
             await self._watch(conn, lost)

@@ -1,6 +1,9 @@
-"""The reaper role: jobs whose lease expired (their worker was killed, lost the network
-or hung) go back to RETRY, or to DEAD when their attempts are used up. One statement
-per round; each reclaim is recorded in job_events by that same statement."""
+"""The reaper: jobs whose lease expired (their worker was killed, lost the network or
+hung) go back to RETRY after the retry backoff, or to DEAD when their attempts are used
+up. One statement per round; each reclaim is recorded in job_events by that same
+statement. It runs in every process with the reaper role and in every worker process (its
+statement is cheap and SKIP LOCKED, so many reapers share the work without waiting): a
+fleet of worker-only processes recovers a killed worker's jobs by itself."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import logging
 import asyncpg
 
 from aqueue import store
-from aqueue.db import is_connection_error
+from aqueue.db import Outage, is_connection_error
 from aqueue.model import JobStatus
 from aqueue.settings import Settings
 from aqueue.worker import new_worker_id
@@ -27,20 +30,29 @@ class Reaper:
 
     async def run(self) -> None:
         """Reap every interval until cancelled; a failed round is logged and retried."""
+        outage = Outage(log, "reaping")
         while True:
             try:
                 await self.reap()
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
-                log.warning("reaper round failed: %s", exc)
+                outage.failed(exc)  # the next round is the retry
+            else:
+                outage.ended()
             await asyncio.sleep(self.settings.reaper_interval_seconds)
 
     async def reap(self) -> int:
         """Reclaim every expired lease now; returns how many jobs were reclaimed."""
         total = 0
         while True:
-            batch = await store.reclaim_expired(self.pool, self.settings.reaper_batch, self.id)
+            batch = await store.reclaim_expired(
+                self.pool,
+                self.settings.reaper_batch,
+                self.id,
+                self.settings.backoff_base_seconds,
+                self.settings.backoff_cap_seconds,
+            )
             for job in batch:
                 log.warning(
                     "job %s: lease expired, now %s",

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from aqueue.model import check_name
+from aqueue.store import ClaimedJob
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
 
@@ -63,26 +67,36 @@ class Registry:
 
 
 class JobContext:
-    """What a running handler knows about its job, and its way into the completion
-    transaction."""
+    """What a running handler knows about its job (its id, type, queue, priority, which
+    attempt this is out of how many, when it was created, when it was due and when this
+    attempt started), and its way into the completion transaction."""
 
-    __slots__ = ("_conn", "_pool", "_tx", "attempt", "job_id", "max_attempts", "queue", "type")
+    __slots__ = (
+        "_conn",
+        "_pool",
+        "_tx",
+        "attempt",
+        "created_at",
+        "job_id",
+        "max_attempts",
+        "priority",
+        "queue",
+        "run_after",
+        "started_at",
+        "type",
+    )
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        job_id: uuid.UUID,
-        type: str,
-        queue: str,
-        attempt: int,
-        max_attempts: int,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, job: ClaimedJob) -> None:
         self._pool = pool
-        self.job_id = job_id
-        self.type = type
-        self.queue = queue
-        self.attempt = attempt
-        self.max_attempts = max_attempts
+        self.job_id: uuid.UUID = job.id
+        self.type: str = job.type
+        self.queue: str = job.queue
+        self.priority: int = job.priority
+        self.attempt: int = job.attempt
+        self.max_attempts: int = job.max_attempts
+        self.created_at: datetime = job.created_at
+        self.run_after: datetime = job.run_after
+        self.started_at: datetime = job.started_at
         self._conn: Any = None
         self._tx: Any = None
 
@@ -171,6 +185,12 @@ def load_registry(app: str | None) -> Registry:
     module_name, _, attr = app.partition(":")
     if not module_name or not attr:
         raise AppLoadError(f"--app must look like module:attribute, got {app!r}")
+    # The `aqueue` console script's sys.path starts with its own bin/ directory, not the
+    # working directory: without this, only installed packages could be named. uvicorn
+    # and celery put the working directory first too.
+    cwd = os.getcwd()
+    if sys.path[:1] not in ([""], [cwd]):
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

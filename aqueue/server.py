@@ -25,6 +25,9 @@ from aqueue.worker import Worker
 
 log = logging.getLogger("aqueue.server")
 
+POOL_CLOSE_SECONDS = 2.0
+ROLE_STOP_SECONDS = 2.0
+
 
 class StartupError(RuntimeError):
     """Something aqueue needs at start is not there; the message says what."""
@@ -59,20 +62,36 @@ async def serve(settings: Settings) -> None:
     sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
     try:
         async with db.database_url(settings.database_url, settings.data_dir) as url:
-            await _migrate(url)
+            await _migrate(url, settings.migration_lock_timeout_seconds)
             pool = await db.create_pool(url, settings.pool_min_size, settings.pool_size)
             try:
                 await run_roles(pool, url, settings, registry, sock)
             finally:
-                await pool.close()
+                await _close_pool(pool)
     finally:
         if sock is not None:
             sock.close()
 
 
-async def _migrate(url: str) -> None:
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully, but not for ever: a handler that ignored its cancellation can
+    hold a connection, and a database that stopped answering never acknowledges."""
     try:
-        applied = await db.migrate_url(url)
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("closing the database pool timed out; closing its connections anyway")
+        pool.terminate()
+
+
+async def _migrate(url: str, lock_timeout: float) -> None:
+    try:
+        applied = await db.migrate_url(url, lock_timeout)
+    except asyncpg.ReadOnlySQLTransactionError as exc:
+        # Transient for a running worker (a failover), but at start it means the URL
+        # points at a standby: say that, not "cannot reach".
+        raise StartupError(
+            f"the database is read-only (a standby, or mid-failover?): {exc}"
+        ) from None
     except Exception as exc:
         if db.is_connection_error(exc):
             raise StartupError(f"cannot reach the database: {exc}") from None
@@ -112,10 +131,12 @@ async def run_roles(
         log.info("api listening on http://%s:%d", settings.host, settings.port)
     if "worker" in settings.roles:
         notifier = Notifier(url)
-        worker = Worker(pool, notifier, registry, settings)
+        worker = Worker(pool, url, notifier, registry, settings)
         tasks["notifier"] = asyncio.create_task(notifier.run())
         tasks["worker"] = asyncio.create_task(worker.run())
-    if "reaper" in settings.roles:
+    # Every worker reaps too: recovering a killed worker's jobs must not depend on where
+    # a process with the reaper role happens to run.
+    if "reaper" in settings.roles or "worker" in settings.roles:
         tasks["reaper"] = asyncio.create_task(Reaper(pool, settings).run())
 
     stopper = asyncio.create_task(stop.wait())
@@ -140,7 +161,9 @@ async def run_roles(
         for name in ("notifier", "reaper"):
             if name in tasks:
                 tasks[name].cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        # A task cancelled in the middle of a statement to a database that stopped
+        # answering may wait on it; closing the pool ends such waits.
+        await asyncio.wait(tasks.values(), timeout=ROLE_STOP_SECONDS)
         if failed:
             raise StartupError(f"role {failed[0]} failed: {tasks[failed[0]].exception()}")
     finally:

@@ -43,9 +43,14 @@ class Settings:
     reaper_batch: int = 1000
     max_payload_bytes: int = 1_000_000
     completer_max_batch: int = 1000
+    # releases at shutdown that refund a job's attempt; later ones spend it
+    free_releases: int = 3
     pool_min_size: int = 2
     pool_max_size: int = 10
     log_level: str = "INFO"
+    # how long a migration waits for a lock before it gives up (instead of hanging, with
+    # every query on that table queued behind it)
+    migration_lock_timeout_seconds: float = 10.0
     # Host headers the API answers (`*` any); None: chosen by `host`, see api_allowed_hosts
     allowed_hosts: tuple[str, ...] | None = None
     # a filtered GET /jobs examines at most this many jobs per page (see list_jobs_bounded)
@@ -53,10 +58,10 @@ class Settings:
 
     @property
     def pool_size(self) -> int:
-        """The pool holds --pool-size connections for handlers, the API and maintenance,
-        plus the ones a worker keeps: one per queue's claim loop and one for the completer."""
-        kept = len(self.queues) + 1 if "worker" in self.roles else 0
-        return self.pool_max_size + kept
+        """The pool is for handlers, the API and maintenance. A worker's own loops (one
+        claim loop per queue, the completer, the heartbeat) keep connections of their own
+        outside it, so handlers holding every pooled connection cannot starve them."""
+        return self.pool_max_size
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -98,6 +103,7 @@ ENV_VARS = {
     "allowed_hosts": "AQUEUE_ALLOWED_HOSTS",
     "pool_max_size": "AQUEUE_POOL_SIZE",
     "log_level": "AQUEUE_LOG_LEVEL",
+    "migration_lock_timeout_seconds": "AQUEUE_MIGRATION_LOCK_TIMEOUT",
 }
 # QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
 ENV_FALLBACKS = {"queues": "QUEUE"}

@@ -197,6 +197,10 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     lease_token: uuid.UUID
+    created_at: datetime
+    run_after: datetime
+    # when the claim made it RUNNING (the database's clock)
+    started_at: datetime
 
 
 async def claim(
@@ -216,58 +220,135 @@ async def seconds_until_next_job(db: Executor, queue: str) -> float | None:
 class Outcome:
     """The end of one attempt: COMPLETED (with result), RETRY (in retry_in seconds) or DEAD."""
 
-    job_id: uuid.UUID
-    lease_token: uuid.UUID
+    job: ClaimedJob
     status: JobStatus
     result: Any = None
     error: str | None = None
     retry_in: float = 0.0
 
+    @property
+    def job_id(self) -> uuid.UUID:
+        return self.job.id
+
+    @property
+    def lease_token(self) -> uuid.UUID:
+        return self.job.lease_token
+
+
+def _by_id(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    # Multi-row statements lock rows in id order, so that two of them never deadlock.
+    return sorted(outcomes, key=lambda o: o.job_id)
+
 
 async def record_outcomes(
     db: Executor, outcomes: Sequence[Outcome], worker_id: str
 ) -> set[uuid.UUID]:
-    """Write a batch of outcomes in one statement; returns the ids accepted. An id missing
-    from the answer lost its lease: its outcome was discarded."""
+    """Write a batch of outcomes in one statement; returns the lease tokens accepted. A
+    token missing from the answer lost its lease: its outcome was discarded."""
     if not outcomes:
         return set()
+    ordered = _by_id(outcomes)
     rows = await db.fetch(
         Q["record_outcomes"],
-        [o.job_id for o in outcomes],
-        [o.lease_token for o in outcomes],
-        [o.status.value for o in outcomes],
-        [o.result for o in outcomes],
-        [o.error for o in outcomes],
-        [o.retry_in for o in outcomes],
+        [o.job_id for o in ordered],
+        [o.lease_token for o in ordered],
+        [o.status.value for o in ordered],
+        [o.result for o in ordered],
+        [o.error for o in ordered],
+        [o.retry_in for o in ordered],
         worker_id,
     )
-    return {r["id"] for r in rows}
+    accepted = {r["id"] for r in rows}
+    return {o.lease_token for o in ordered if o.job_id in accepted}
+
+
+async def restore_forgotten(
+    db: Executor, outcomes: Sequence[Outcome], worker_id: str, lease_seconds: float
+) -> set[uuid.UUID]:
+    """Write back attempts whose claim PostgreSQL forgot in a crash (see the statement):
+    each with its outcome, or as RUNNING under its lease when the outcome's status is
+    RUNNING (the handler still runs). Returns the lease tokens restored."""
+    if not outcomes:
+        return set()
+    ordered = _by_id(outcomes)
+    rows = await db.fetch(
+        Q["restore_forgotten"],
+        [o.job_id for o in ordered],
+        [o.lease_token for o in ordered],
+        [o.job.attempt for o in ordered],
+        [o.job.started_at for o in ordered],
+        [o.status.value for o in ordered],
+        [o.result for o in ordered],
+        [o.error for o in ordered],
+        [o.retry_in for o in ordered],
+        worker_id,
+        lease_seconds,
+    )
+    restored = {r["id"] for r in rows}
+    return {o.lease_token for o in ordered if o.job_id in restored}
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a heartbeat found, by lease token: renewed, busy (locked by another statement
+    right now; still ours, renewed next round), and the rest, lost."""
+
+    renewed: set[uuid.UUID]
+    busy: set[uuid.UUID]
 
 
 async def extend_leases(
     db: Executor, leases: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_seconds: float
-) -> set[uuid.UUID]:
-    """Renew (job id, lease token) pairs; returns the ids still held."""
+) -> Renewal:
+    """Renew (job id, lease token) pairs without waiting for any row lock."""
     if not leases:
-        return set()
+        return Renewal(set(), set())
+    ordered = sorted(leases)
     rows = await db.fetch(
-        Q["extend_leases"], [i for i, _ in leases], [t for _, t in leases], lease_seconds
+        Q["extend_leases"], [i for i, _ in ordered], [t for _, t in ordered], lease_seconds
     )
-    return {r["id"] for r in rows}
+    return Renewal(
+        renewed={r["token"] for r in rows if r["renewed"]},
+        busy={r["token"] for r in rows if r["ours"] and not r["renewed"]},
+    )
+
+
+@dataclass(frozen=True)
+class Released:
+    job_id: uuid.UUID
+    status: JobStatus
+    queue: str
 
 
 async def release_jobs(
-    db: Executor, leases: Sequence[tuple[uuid.UUID, uuid.UUID]], reason: str, worker_id: str
-) -> set[uuid.UUID]:
-    """Hand unfinished jobs back (to RETRY, due now, the attempt not counted) and wake the
-    workers of their queues."""
+    db: Executor,
+    leases: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    reason: str,
+    worker_id: str,
+    *,
+    free_releases: int,
+    backoff_base: float,
+    backoff_cap: float,
+) -> list[Released]:
+    """Hand unfinished jobs back to RETRY, due now, the attempt not counted for the first
+    `free_releases` releases of a job (then counted, after the backoff); wake the workers
+    of their queues."""
     if not leases:
-        return set()
+        return []
+    ordered = sorted(leases)
     rows = await db.fetch(
-        Q["release_jobs"], [i for i, _ in leases], [t for _, t in leases], reason, worker_id
+        Q["release_jobs"],
+        [i for i, _ in ordered],
+        [t for _, t in ordered],
+        reason,
+        worker_id,
+        free_releases,
+        backoff_base,
+        backoff_cap,
     )
-    await notify_queues(db, {r["queue"] for r in rows})
-    return {r["id"] for r in rows}
+    released = [Released(r["id"], JobStatus(r["status"]), r["queue"]) for r in rows]
+    await notify_queues(db, {r.queue for r in released if r.status is JobStatus.RETRY})
+    return released
 
 
 async def notify_queues(db: Executor, queues: set[str]) -> None:
@@ -282,8 +363,11 @@ class Reclaimed:
     queue: str
 
 
-async def reclaim_expired(db: Executor, limit: int, reaper_id: str) -> list[Reclaimed]:
-    rows = await db.fetch(Q["reclaim_expired"], limit, reaper_id)
+async def reclaim_expired(
+    db: Executor, limit: int, reaper_id: str, backoff_base: float, backoff_cap: float
+) -> list[Reclaimed]:
+    """Expired leases back to RETRY after the retry backoff (or DEAD); at most `limit`."""
+    rows = await db.fetch(Q["reclaim_expired"], limit, reaper_id, backoff_base, backoff_cap)
     reclaimed = [Reclaimed(r["id"], JobStatus(r["status"]), r["queue"]) for r in rows]
     await notify_queues(db, {r.queue for r in reclaimed if r.status is JobStatus.RETRY})
     return reclaimed

@@ -2,19 +2,21 @@
 slots -> run a handler per job; outcomes go to the completer; a heartbeat renews the
 leases of every job still held. SQL stays in store.py.
 
-A job's life in this process:
+A job's life in this process (an Attempt, keyed by its lease token):
   1. claimed by `_claim_loop` (one statement for the batch), its lease held;
   2. run by `_run_job`: the handler's return value or exception becomes an Outcome;
   3. the Outcome is written by the completer (or, when the handler used the completion
      transaction, in that transaction), fenced by the lease token;
-  4. its lease is let go when the outcome is written; at shutdown, unfinished jobs are
-     released for other workers.
+  4. its lease is let go when the outcome is written, when the heartbeat finds it lost
+     (its handler is then cancelled), or at shutdown, when unfinished jobs are released
+     for other workers.
+The claim loops, the completer and the heartbeat each use a connection of their own
+(db.OwnConnection), never the pool the handlers draw from.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -22,13 +24,14 @@ import socket
 import traceback
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from aqueue import store
 from aqueue.completer import Completer, Written
-from aqueue.db import HeldConnection, is_connection_error, retry_delay
-from aqueue.model import JobStatus, backoff_seconds
+from aqueue.db import Outage, OwnConnection, connect, is_connection_error
+from aqueue.model import JobStatus, backoff_seconds, check_result, storable_text
 from aqueue.notifier import Notifier
 from aqueue.registry import JobContext, Registry
 from aqueue.settings import Settings
@@ -41,40 +44,78 @@ MAX_ERROR_CHARS = 8000
 LOCKED_RETRY_SECONDS = 0.005
 # How long a stopping claim loop may take to finish the statement it is in.
 CLAIM_STOP_SECONDS = 5.0
+# How long cancelled handlers get to unwind at shutdown before they are left behind.
+CANCEL_SECONDS = 5.0
+# After a second signal: how long the outcomes and releases still get to reach the
+# database before they are left to their leases.
+HURRY_SECONDS = 1.0
+# At shutdown, after the grace period: how long unwritten outcomes may wait for a
+# database that does not answer.
+OUTCOME_SECONDS = 10.0
+HEARTBEAT_TIMEOUT_FLOOR = 0.5
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+@dataclass(eq=False, slots=True)
+class Attempt:
+    """One attempt of a job that this worker holds the lease of, from its claim until its
+    outcome is written or the lease is let go."""
+
+    job: ClaimedJob
+    # event-loop time when the lease was last known renewed (sent: the database's expiry
+    # is later still), so that a worker cut off from the database knows when it lost it
+    renewed_at: float
+    task: asyncio.Task[None] | None = None
+    # set once the handler is done: its outcome is the completer's to write
+    done: bool = False
+
+
 class Worker:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        url: str,
         notifier: Notifier,
         registry: Registry,
         settings: Settings,
         worker_id: str | None = None,
     ) -> None:
         self.pool = pool
+        self.url = url
         self.notifier = notifier
         self.registry = registry
         self.settings = settings
         self.id = worker_id or new_worker_id()
-        self.completer = Completer(pool, self.id, settings.completer_max_batch, self._written)
+        self.completer = Completer(
+            url,
+            self.id,
+            settings.completer_max_batch,
+            settings.lease_seconds,
+            self._written,
+            self._substitute,
+        )
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
-        # every job whose lease this worker holds: job id -> lease token
-        self._held: dict[uuid.UUID, uuid.UUID] = {}
-        # handlers still running: job id -> task
-        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # every attempt whose lease this worker holds, by lease token
+        self._held: dict[uuid.UUID, Attempt] = {}
+        # the newest attempt held of each job: a second claim of the same job (PostgreSQL
+        # forgot the first in a crash) supersedes the first, whose run is then stopped
+        self._by_job: dict[uuid.UUID, Attempt] = {}
         self._slot_freed = {queue: asyncio.Event() for queue in settings.queues}
         self._in_flight = dict.fromkeys(settings.queues, 0)
 
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Handlers running now, by queue."""
+        return dict(self._in_flight)
+
     def stop(self, now: bool = False) -> None:
         """Stop claiming; run() then lets in-flight jobs finish and returns. With now=True
-        (a second signal) the grace period ends at once: running handlers are cancelled
-        and their jobs released."""
+        (a second signal) the grace period ends at once: running handlers are cancelled,
+        their jobs released, and the database gets only a moment more."""
         self._stopping.set()
         self.notifier.wake_all()  # an idle claim loop sleeps on its wake event
         self._wake_claimers()
@@ -105,7 +146,7 @@ class Worker:
             # Let each claim loop see the stop between statements rather than cancel one
             # mid-claim: a claim cancelled in flight may commit with nobody holding its jobs.
             self.stop()
-            await asyncio.wait(claimers, timeout=CLAIM_STOP_SECONDS)
+            await self._until_hurried(claimers, CLAIM_STOP_SECONDS)
         finally:
             self._stopping.set()
             for task in (stop, *claimers):
@@ -113,67 +154,132 @@ class Worker:
             await asyncio.gather(stop, *claimers, return_exceptions=True)
             await asyncio.shield(self._shutdown(completer, heartbeat))
 
+    async def _until_hurried(self, tasks: Sequence[asyncio.Future[None]], timeout: float) -> None:
+        """Wait for the tasks, at most `timeout` seconds, and not past a second signal."""
+        if not tasks:
+            return
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        everything = asyncio.ensure_future(asyncio.wait(tasks))
+        try:
+            await asyncio.wait(
+                [hurry, everything], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            hurry.cancel()
+            everything.cancel()  # cancels the waiting, not the tasks
+
     async def _shutdown(self, completer: asyncio.Task[None], heartbeat: asyncio.Task[None]) -> None:
-        if self._running:
+        running = self._running_tasks()
+        if running:
             log.info(
                 "waiting up to %.0fs for %d running jobs",
                 self.settings.shutdown_grace_seconds,
-                len(self._running),
+                len(running),
             )
-            hurry = asyncio.create_task(self._hurry.wait())
-            all_done = asyncio.create_task(asyncio.wait(list(self._running.values())))
-            await asyncio.wait(
-                [hurry, all_done],
-                timeout=self.settings.shutdown_grace_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+            await self._until_hurried(running, self.settings.shutdown_grace_seconds)
+        late = self._running_tasks()
+        for task in late:
+            task.cancel()
+        await self._wait_then_hurry(late, CANCEL_SECONDS)
+        stuck = self._running_tasks()
+        if stuck:
+            log.warning(
+                "%d handlers ignored their cancellation; their jobs run again once their "
+                "leases expire",
+                len(stuck),
             )
-            all_done.cancel()  # cancels the waiting, not the jobs
-            hurry.cancel()
-            late = list(self._running.values())
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
         self.completer.close()
-        await completer
+        await self._wait_then_hurry([completer], OUTCOME_SECONDS)
+        if not completer.done():
+            if self.completer.unwritten:
+                log.warning(
+                    "left %d outcomes unwritten (the database does not answer); their jobs "
+                    "run again once their leases expire",
+                    self.completer.unwritten,
+                )
+            completer.cancel()
         heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
-        if self._held:
-            released = await store.release_jobs(
-                self.pool, list(self._held.items()), f"released by {self.id} at shutdown", self.id
+        await asyncio.gather(completer, heartbeat, return_exceptions=True)
+        await self._release_held()
+
+    async def _wait_then_hurry(self, tasks: Sequence[asyncio.Future[None]], timeout: float) -> None:
+        """Wait for the tasks up to `timeout`; after a second signal, only a moment more."""
+        await self._until_hurried(tasks, timeout)
+        pending = [t for t in tasks if not t.done()]
+        if pending and self._hurry.is_set():
+            await asyncio.wait(pending, timeout=HURRY_SECONDS)
+
+    def _running_tasks(self) -> list[asyncio.Task[None]]:
+        return [a.task for a in self._held.values() if a.task is not None and not a.task.done()]
+
+    async def _release_held(self) -> None:
+        """Hand back the jobs whose handlers did not finish, for other workers. (A finished
+        one whose outcome could not be written is left to its lease: see _shutdown.)"""
+        leases = [(a.job.id, a.job.lease_token) for a in self._held.values() if not a.done]
+        if not leases:
+            return
+        settings = self.settings
+        timeout = HURRY_SECONDS if self._hurry.is_set() else CLAIM_STOP_SECONDS
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await connect(self.url, timeout)
+                try:
+                    released = await store.release_jobs(
+                        conn,
+                        leases,
+                        f"released by {self.id} at shutdown",
+                        self.id,
+                        free_releases=settings.free_releases,
+                        backoff_base=settings.backoff_base_seconds,
+                        backoff_cap=settings.backoff_cap_seconds,
+                    )
+                finally:
+                    conn.terminate()
+        except Exception as exc:
+            if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
+                raise
+            log.warning(
+                "could not release %d unfinished jobs (%s); they run again once their "
+                "leases expire",
+                len(leases),
+                exc,
             )
+        else:
             log.info("released %d unfinished jobs", len(released))
-            self._held.clear()
+        self._held.clear()
+        self._by_job.clear()
 
     # --- claiming -----------------------------------------------------------------------
 
     async def _claim_loop(self, queue: str, concurrency: int) -> None:
-        held = HeldConnection(self.pool)
+        conn = OwnConnection(self.url, timeout=self.settings.lease_seconds)
         try:
-            await self._claim_until_stopped(queue, concurrency, held)
+            await self._claim_until_stopped(queue, concurrency, conn)
         finally:
-            await held.release()
+            conn.discard()
 
-    async def _claim_until_stopped(
-        self, queue: str, concurrency: int, held: HeldConnection
-    ) -> None:
+    async def _claim_until_stopped(self, queue: str, concurrency: int, own: OwnConnection) -> None:
         wake = self.notifier.subscribe(queue)
         slot_freed = self._slot_freed[queue]
         settings = self.settings
-        failures = 0
+        loop = asyncio.get_running_loop()
+        outage = Outage(log, f"claiming from {queue!r}")
         while not self._stopping.is_set():
             free = concurrency - self._in_flight[queue]
-            # Back-pressure: outcomes are written in batches, but never pile up unbounded.
-            if free <= 0 or self.completer.backlog >= settings.completer_max_batch:
+            # Back-pressure: outcomes are written in batches, but never pile up unbounded,
+            # and after an outage they (and claims PostgreSQL forgot) land before new claims.
+            completer = self.completer
+            if free <= 0 or completer.backlog >= settings.completer_max_batch or completer.failing:
                 slot_freed.clear()
                 await slot_freed.wait()
                 continue
             wake.clear()  # before the claim: a notification during it is not lost
             try:
-                conn = await held.get()
+                conn = await own.get()
+                sent = loop.time()
                 jobs = await store.claim(conn, queue, free, self.id, settings.lease_seconds)
                 for job in jobs:
-                    self._start(job)
+                    self._start(job, sent)
                 if jobs:
                     await asyncio.sleep(0)  # let the new handlers start before the next query
                 if len(jobs) == free:
@@ -184,13 +290,10 @@ class Worker:
                     raise
                 # The database is away (restart, network): keep trying, a little slower
                 # each time; the notifier wakes us as soon as it is listening again.
-                await held.release()
-                failures += 1
-                delay = retry_delay(failures)
-                log.warning("claiming from %r failed (%s); retrying in %.2fs", queue, exc, delay)
-                await _wait(wake, delay)
+                own.discard()
+                await _wait(wake, outage.failed(exc))
                 continue
-            failures = 0
+            outage.ended()
             # Nothing more is due: sleep until a notification, the next delayed job, the
             # safety-net poll or shutdown, whichever comes first.
             if due_in is None:
@@ -204,20 +307,41 @@ class Worker:
             if timeout > 0:
                 await _wait(wake, timeout)
 
-    def _start(self, job: ClaimedJob) -> None:
-        self._held[job.id] = job.lease_token
+    def _start(self, job: ClaimedJob, sent: float) -> None:
+        earlier = self._by_job.get(job.id)
+        if earlier is not None:
+            # We hold an earlier attempt of this very job: PostgreSQL forgot that claim in a
+            # crash and the job came round again. That run's outcome would be refused.
+            log.warning(
+                "job %s: claimed again while its forgotten earlier claim still ran here; "
+                "stopping that run",
+                job.id,
+            )
+            self._let_go(earlier)
+        attempt = Attempt(job, sent)
+        self._held[job.lease_token] = attempt
+        self._by_job[job.id] = attempt
         self._in_flight[job.queue] += 1
-        task = asyncio.create_task(self._run_job(job), name=f"aqueue-job-{job.id}")
-        self._running[job.id] = task
+        attempt.task = asyncio.create_task(self._run_job(attempt), name=f"aqueue-job-{job.id}")
+
+    def _let_go(self, attempt: Attempt) -> None:
+        """Stop holding this attempt's lease; cancel its handler if it still runs."""
+        self._held.pop(attempt.job.lease_token, None)
+        if self._by_job.get(attempt.job.id) is attempt:
+            del self._by_job[attempt.job.id]
+        if attempt.task is not None and not attempt.task.done():
+            attempt.task.cancel()
 
     # --- running ------------------------------------------------------------------------
 
-    async def _run_job(self, job: ClaimedJob) -> None:
-        ctx = JobContext(self.pool, job.id, job.type, job.queue, job.attempt, job.max_attempts)
+    async def _run_job(self, attempt: Attempt) -> None:
+        job = attempt.job
+        ctx = JobContext(self.pool, job)
         try:
             outcome: Outcome | None = await self._call_handler(job, ctx)
             if ctx.connection is not None:
-                outcome = await self._complete_in_transaction(job, ctx, outcome)
+                outcome = await self._complete_in_transaction(attempt, ctx, outcome)
+            attempt.done = True
             if outcome is not None:
                 self.completer.add(outcome)
         except Exception:
@@ -225,12 +349,11 @@ class Worker:
             # are outcomes). Whether it committed is unknown: stop renewing the lease and
             # let the reaper decide, which leaves a COMPLETED job alone.
             log.exception("job %s: completing in its transaction failed", job.id)
-            self._held.pop(job.id, None)
+            self._let_go(attempt)
         finally:
             try:
                 await ctx.close()
             finally:
-                del self._running[job.id]
                 self._in_flight[job.queue] -= 1
                 self._slot_freed[job.queue].set()
 
@@ -244,22 +367,40 @@ class Worker:
                 )
             result = await handler(job.payload, ctx)
             if result is not None:
-                json.dumps(result)  # a result that cannot be stored is the handler's failure
+                check_result(result, self.settings.max_payload_bytes)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # aqueue stopped this attempt (shutdown, lease lost, superseded)
+            # The handler awaited something cancelled elsewhere: its attempt failed.
+            return self._failure(job, exc)
         except Exception as exc:
             return self._failure(job, exc)
-        return Outcome(job.id, job.lease_token, JobStatus.COMPLETED, result=result)
+        return Outcome(job, JobStatus.COMPLETED, result=result)
 
     def _failure(self, job: ClaimedJob, exc: BaseException) -> Outcome:
-        error = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS:]
+        error = "".join(traceback.format_exception(exc))
+        return self._failed(job, error)
+
+    def _failed(self, job: ClaimedJob, error: str) -> Outcome:
+        error = storable_text(error, MAX_ERROR_CHARS)
         if job.attempt >= job.max_attempts:
-            return Outcome(job.id, job.lease_token, JobStatus.DEAD, error=error)
+            return Outcome(job, JobStatus.DEAD, error=error)
         delay = backoff_seconds(
             job.attempt, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds
         )
-        return Outcome(job.id, job.lease_token, JobStatus.RETRY, error=error, retry_in=delay)
+        return Outcome(job, JobStatus.RETRY, error=error, retry_in=delay)
+
+    def _substitute(self, outcome: Outcome, cause: Exception) -> Outcome:
+        """What the completer records when the database refuses an outcome: the attempt
+        failed, with the reason."""
+        return self._failed(
+            outcome.job,
+            f"aqueue could not store this attempt's outcome ({outcome.status}): {cause}",
+        )
 
     async def _complete_in_transaction(
-        self, job: ClaimedJob, ctx: JobContext, outcome: Outcome | None
+        self, attempt: Attempt, ctx: JobContext, outcome: Outcome | None
     ) -> Outcome | None:
         """The handler wrote through the completion transaction: on success, the job's
         completion joins that transaction and both commit together, or neither does (the
@@ -269,9 +410,11 @@ class Worker:
         conn = ctx.connection
         assert conn is not None
         accepted = await store.record_outcomes(conn, [outcome], self.id)
-        if job.id not in accepted:
-            log.warning("job %s: lease lost before completion; its writes are rolled back", job.id)
-            self._held.pop(job.id, None)
+        if not accepted:
+            log.warning(
+                "job %s: lease lost before completion; its writes are rolled back", ctx.job_id
+            )
+            self._let_go(attempt)
             return None
         await ctx.commit()
         self._written([outcome], Written(accepted))
@@ -279,10 +422,12 @@ class Worker:
 
     def _written(self, outcomes: Sequence[Outcome], written: Written) -> None:
         for outcome in outcomes:
-            self._held.pop(outcome.job_id, None)
-            if outcome.job_id not in written.accepted and outcome.job_id not in written.failed:
+            attempt = self._held.pop(outcome.lease_token, None)
+            if attempt is not None and self._by_job.get(outcome.job_id) is attempt:
+                del self._by_job[outcome.job_id]
+            if outcome.lease_token not in written.accepted | written.failed:
                 log.warning(
-                    "job %s: outcome %s rejected, the lease had been reclaimed",
+                    "job %s: outcome %s refused: the lease had been reclaimed",
                     outcome.job_id,
                     outcome.status,
                 )
@@ -295,24 +440,85 @@ class Worker:
     # --- heartbeat ----------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_seconds)
-            try:
-                await self._renew_leases()
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)
+        # Timeouts well under the interval: a renewal that cannot get through in time is
+        # given up and tried again next round, never left to hang while leases run out.
+        # (The floor matters only for leases of a few seconds, as in tests: connecting
+        # alone can take a good part of a tenth of a second on a loaded machine.)
+        interval = self.settings.heartbeat_seconds
+        own = OwnConnection(self.url, timeout=max(interval / 2, HEARTBEAT_TIMEOUT_FLOOR))
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self._renew_leases(own)
+                except Exception as exc:
+                    # Never fatal: a heartbeat that stopped would lose every lease.
+                    own.discard()
+                    if is_connection_error(exc):
+                        log.warning("heartbeat failed: %s", exc)
+                    else:
+                        log.exception("heartbeat failed")
+                self._let_go_unrenewed()
+        finally:
+            own.discard()
 
-    async def _renew_leases(self) -> None:
-        leases = list(self._held.items())
-        kept = await store.extend_leases(self.pool, leases, self.settings.lease_seconds)
-        for job_id, _token in leases:
-            task = self._running.get(job_id)
-            if job_id not in kept and task is not None:
-                # Reclaimed by the reaper (we were silent too long): another worker may be
-                # running it now, and our outcome would be rejected. Stop the duplicate.
-                log.warning("job %s: lease lost; cancelling its handler here", job_id)
-                self._held.pop(job_id, None)
-                task.cancel()
+    async def _renew_leases(self, own: OwnConnection) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        loop = asyncio.get_running_loop()
+        conn = await own.get()
+        sent = loop.time()
+        renewal = await store.extend_leases(
+            conn, [(a.job.id, a.job.lease_token) for a in held], self.settings.lease_seconds
+        )
+        lost = []
+        for attempt in held:
+            token = attempt.job.lease_token
+            if token in renewal.renewed:
+                attempt.renewed_at = sent
+            elif token not in renewal.busy and not attempt.done and token in self._held:
+                # A finished attempt's loss is the completer's to find (its outcome is
+                # fenced); a running one is stopped, unless PostgreSQL merely forgot its
+                # claim in a crash: then the claim is written back and the handler goes on.
+                lost.append(attempt)
+        if not lost:
+            return
+        restored = await store.restore_forgotten(
+            conn,
+            [Outcome(a.job, JobStatus.RUNNING) for a in lost],
+            self.id,
+            self.settings.lease_seconds,
+        )
+        for attempt in lost:
+            if attempt.job.lease_token in restored:
+                log.warning(
+                    "job %s: PostgreSQL had forgotten this worker's claim (did it crash?); "
+                    "claim written back, the handler goes on",
+                    attempt.job.id,
+                )
+                attempt.renewed_at = sent
+            elif attempt.job.lease_token in self._held:
+                # Reclaimed by the reaper (we were silent too long) or taken by an
+                # operator: another worker may be running it now, and our outcome would be
+                # refused. Stop the duplicate.
+                log.warning("job %s: lease lost; cancelling its handler here", attempt.job.id)
+                self._let_go(attempt)
+
+    def _let_go_unrenewed(self) -> None:
+        """A handler whose lease went a whole lease period without a renewal reaching the
+        database has lost it, as far as this worker can know: the reaper may have handed
+        the job to another worker. Stop it here rather than run it twice at once."""
+        now = asyncio.get_running_loop().time()
+        for attempt in list(self._held.values()):
+            if not attempt.done and now - attempt.renewed_at > self.settings.lease_seconds:
+                log.warning(
+                    "job %s: lease not renewed for %.1fs (the database does not answer); "
+                    "cancelling its handler here",
+                    attempt.job.id,
+                    now - attempt.renewed_at,
+                )
+                self._let_go(attempt)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

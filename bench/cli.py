@@ -20,9 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import report
+from bench.baseline import Baseline, export, resolve
 from bench.dbutil import Databases, safe_name
 from bench.scenarios import FULL, QUICK, SCENARIOS, Result, Runner, applies
 from bench.systems import make_systems
+from bench.systems.base import System
 
 DEFAULT_SYSTEMS = "aqueue,pgqueuer,procrastinate,sql"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -69,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     tuned.add_argument("--no-tuned", dest="tuned", action="store_false")
     p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the aqueue of this git revision (main~3, a tag, a sha) as "
+        "aqueue@<sha>, in every scenario aqueue runs: before/after from one run",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -103,6 +111,8 @@ async def run(args: argparse.Namespace) -> int:
         if name not in SCENARIOS:
             raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
         scenarios.append(SCENARIOS[name])
+    # A bad revision is one line and exit 1 before any database is touched.
+    resolved = resolve(args.baseline) if args.baseline else None
 
     embedded = None
     url = args.database_url
@@ -118,10 +128,14 @@ async def run(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(2)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     results: list[Result] = []
-    labels = [s.label for s in systems]
     doc: dict[str, Any] = {}
     t_start = time.monotonic()
+    baseline: Baseline | None = None
     try:
+        if resolved is not None:
+            baseline = export(args.baseline, resolved, Path(tmp_root))
+            add_baseline(systems, baseline)
+        labels = [s.label for s in systems]
         meta = {
             "started": started,
             "mode": "quick" if args.quick else "full",
@@ -137,7 +151,10 @@ async def run(args: argparse.Namespace) -> int:
             "sizes": dataclasses.asdict(sizes),
             "order": "for rep: for scenario: for system (systems interleaved)",
             "command": " ".join(["python -m bench", *sys.argv[1:]]),
+            "aqueue_from": aqueue_dir(),
         }  # fmt: skip
+        if baseline is not None:
+            meta["baseline"] = baseline.meta()
         # One template database per system with its schema installed; every measurement
         # then gets a fresh database copied from it (CREATE DATABASE ... TEMPLATE).
         templates: dict[str, str] = {}
@@ -176,6 +193,8 @@ async def run(args: argparse.Namespace) -> int:
         doc = build_doc(meta, labels, systems, scenarios, results)
         report.write(doc, args.out)
     finally:
+        for system in systems:
+            system.cleanup()
         await dbs.drop_all()
         shutil.rmtree(tmp_root, ignore_errors=True)
         if embedded is not None:
@@ -183,6 +202,21 @@ async def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {args.out}/latest.json, latest.md, latest.png", flush=True)
     print(report.markdown(doc), flush=True)
     return 0 if doc.get("valid") else 1
+
+
+def add_baseline(systems: list[System], baseline: Baseline) -> None:
+    """The earlier revision runs right after the working tree's aqueue in every round."""
+    from bench.systems.aqueue_baseline import AqueueBaselineSystem
+
+    at = next((i + 1 for i, s in enumerate(systems) if s.system == "aqueue"), 0)
+    systems.insert(at, AqueueBaselineSystem(baseline))
+
+
+def aqueue_dir() -> str:
+    """Where the bench process's own aqueue (the one measured as "aqueue") comes from."""
+    import aqueue
+
+    return str(Path(aqueue.__file__).resolve().parent)
 
 
 def build_doc(

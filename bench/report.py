@@ -83,6 +83,32 @@ def _cell(stats: dict[str, Any] | None, unit: str) -> str:
     return text
 
 
+def _baseline_note(doc: dict[str, Any]) -> list[str]:
+    base = doc["meta"].get("baseline")
+    if not base:
+        return []
+    runs = [r for r in doc["runs"] if r["label"] == base["label"]]
+    processes = sum(r["details"]["code"]["processes_checked"] for r in runs
+                    if "code" in r["details"])  # fmt: skip
+    differs = base["files_differing_from_working_tree"]
+    shown = ", ".join(differs[:6]) + (", ..." if len(differs) > 6 else "")
+    if all(r["valid"] for r in runs):
+        proof = (
+            f"all {processes} of them loaded aqueue from the exported revision alone, every "
+            "file matching the revision's git blob"
+        )
+    else:
+        proof = f"{processes} of them checked; see the INVALID runs below"
+    return [
+        f"Baseline: **{base['label']}** is `{base['rev']}` = {base['sha']} "
+        f"({base['subject']!r}); the working tree's aqueue/ and sql/ differ from it in "
+        f"{len(differs)} file(s){': ' + shown if differs else ''}. "
+        f"aqueue/{base['label']} = current over baseline. The baseline ran only in "
+        f"subprocesses; {proof}.",
+        "",
+    ]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     labels: list[str] = doc["labels"]
     rows: list[dict[str, Any]] = doc["summary"]
@@ -98,6 +124,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "Cells: median (min-max over repetitions). Ratio = aqueue / peer: above 1 means "
         "aqueue is faster for jobs/s; below 1 means aqueue is quicker for ms and MB.",
         "",
+        *_baseline_note(doc),
         "| scenario | metric | "
         + " | ".join(labels)
         + " |"
@@ -174,6 +201,9 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         "aqueue": "#1f77b4", "pgqueuer": "#ff7f0e", "pgqueuer:tuned": "#ffbb78",
         "procrastinate": "#2ca02c", "procrastinate:tuned": "#98df8a", "sql": "#7f7f7f",
     }  # fmt: skip
+    for label in doc["labels"]:
+        if label.startswith("aqueue@"):
+            palette[label] = "#aec7e8"  # the earlier revision: aqueue's colour, lighter
     for ax, row in zip(axes.flat, rows, strict=False):
         labels = [x for x, s in row["by_label"].items() if s["median"] is not None]
         med = [row["by_label"][x]["median"] for x in labels]

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.baseline import read_origins
 from bench.httpload import post_all
 from bench.recorder import read_records
 from bench.systems.base import System, worker_env
@@ -119,7 +120,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 def applies(scenario: Scenario, system: System) -> bool:
-    if system.system not in scenario.systems:
+    if system.family not in scenario.systems:
         return False
     return system.variant == "default" or scenario.tuned
 
@@ -171,14 +172,17 @@ def percentile(values: list[float], p: float) -> float | None:
 class Workers:
     """Worker OS processes of one system, started for one scenario."""
 
-    def __init__(self, commands: list[list[str]], record_dir: str) -> None:
+    def __init__(
+        self, commands: list[list[str]], record_dir: str, env: dict[str, str] | None = None
+    ) -> None:
         self.commands = commands
         self.record_dir = record_dir
+        self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
         self.errors: list[str] = []
 
     def start(self) -> None:
-        env = worker_env(self.record_dir)
+        env = self.env if self.env is not None else worker_env(self.record_dir)
         for n, cmd in enumerate(self.commands):
             log = open(os.path.join(self.record_dir, f"worker-{n}.log"), "wb")
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
@@ -287,9 +291,25 @@ class Runner:
         self.tmp_root = tmp_root
         # drain_c50 rates seen so far by label: the load_latency scenario offers half of it
         self.drain_rates: dict[str, float] = {}
+        self._workers: list[Workers] = []  # the process groups the current run started
 
     def record_dir(self) -> str:
         return tempfile.mkdtemp(prefix="rec-", dir=self.tmp_root)
+
+    def workers(self, system: System, commands: list[list[str]], record_dir: str) -> Workers:
+        workers = Workers(commands, record_dir, system.process_env(record_dir))
+        self._workers.append(workers)
+        return workers
+
+    def _verify_code(self, system: System, result: Result) -> None:
+        """The system's processes ran the code it stands for (an earlier revision's aqueue:
+        every module from that revision, byte for byte)."""
+        reports = [o for w in self._workers for o in read_origins(w.record_dir)]
+        started = sum(len(w.procs) for w in self._workers)
+        errors, evidence = system.verify_code(reports, started)
+        result.errors += errors
+        if evidence is not None:
+            result.details["code"] = evidence
 
     async def run(self, scenario: Scenario, system: System, url: str, rep: int) -> Result:
         result = Result(scenario.name, system.label, system.system, system.variant, rep)
@@ -297,6 +317,7 @@ class Runner:
         if scenario.processes > 1:
             result.settings["processes"] = scenario.processes
         started = time.monotonic()
+        self._workers = []
         try:
             if system.system == "sql":
                 await self._sql(scenario, system, url, result)
@@ -315,6 +336,7 @@ class Runner:
                 await handler(scenario, system, url, result)
         except Exception as exc:
             result.errors.append(f"{type(exc).__name__}: {exc}")
+        self._verify_code(system, result)
         result.seconds = time.monotonic() - started
         return result
 
@@ -326,10 +348,7 @@ class Runner:
         n = self.sizes.enqueue_single
         await system.open(url)
         try:
-            t0 = time.perf_counter()
-            for i in range(n):
-                await system.enqueue_one({"i": i, "t": 0})
-            elapsed = time.perf_counter() - t0
+            elapsed = (await system.produce("enqueue_single", n=n))["seconds"]
         finally:
             await system.close()
         await self._check_stored(system, url, n, result)
@@ -343,12 +362,7 @@ class Runner:
         n, batch = self.sizes.enqueue_batch, self.sizes.batch
         await system.open(url)
         try:
-            t0 = time.perf_counter()
-            for start in range(0, n, batch):
-                await system.enqueue_many(
-                    [{"i": i, "t": 0} for i in range(start, min(n, start + batch))]
-                )
-            elapsed = time.perf_counter() - t0
+            elapsed = (await system.produce("enqueue_batch", n=n, batch=batch))["seconds"]
         finally:
             await system.close()
         await self._check_stored(system, url, n, result)
@@ -370,10 +384,7 @@ class Runner:
     async def _prefill(self, system: System, url: str, n: int) -> None:
         await system.open(url)
         try:
-            for start in range(0, n, self.sizes.batch):
-                await system.enqueue_many(
-                    [{"i": i, "t": 0} for i in range(start, min(n, start + self.sizes.batch))]
-                )
+            await system.produce("prefill", n=n, batch=self.sizes.batch)
         finally:
             await system.close()
 
@@ -390,7 +401,7 @@ class Runner:
     ) -> float | None:  # fmt: skip
         record_dir = self.record_dir()
         cmd = system.worker_command(url, scenario.concurrency)
-        workers = Workers([cmd] * scenario.processes, record_dir)
+        workers = self.workers(system, [cmd] * scenario.processes, record_dir)
         conn = await asyncpg.connect(url)
         try:
             workers.start()
@@ -451,7 +462,7 @@ class Runner:
         self, system: System, conn: asyncpg.Connection, workers: Workers, result: Result
     ) -> bool:
         """One job through the idle worker: it is up and listening once that completes."""
-        await system.enqueue_one({"i": -1, "t": time.time()})
+        await system.produce("warm_up")
         error = await wait_completed(system, conn, 1, workers, timeout=60, interval=0.05)
         if error:
             result.errors.append("warm-up: " + error)
@@ -463,7 +474,9 @@ class Runner:
         produce: Any,
     ) -> None:  # fmt: skip
         record_dir = self.record_dir()
-        workers = Workers([system.worker_command(url, scenario.concurrency)], record_dir)
+        workers = self.workers(
+            system, [system.worker_command(url, scenario.concurrency)], record_dir
+        )
         conn = await asyncpg.connect(url)
         await system.open(url)
         try:
@@ -499,13 +512,7 @@ class Runner:
         n, rate = self.sizes.pickup_jobs, self.sizes.pickup_rate
 
         async def produce() -> int:
-            t0 = time.monotonic()
-            for i in range(n):
-                delay = t0 + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await system.enqueue_one({"i": i, "t": time.time()})
-            return n
+            return int((await system.produce("pickup", n=n, rate=rate))["sent"])
 
         await self._latency_run(scenario, system, url, result, produce)
         result.details["offered_rate_per_s"] = rate
@@ -520,26 +527,9 @@ class Runner:
         achieved: dict[str, float] = {}
 
         async def produce() -> int:
-            sent = 0
-            t0 = time.monotonic()
-            while True:
-                now = time.monotonic()
-                if now - t0 >= duration:
-                    break
-                due = int((now - t0) * rate) - sent
-                if due > 0:
-                    t = time.time()
-                    payloads = [{"i": sent + k, "t": t} for k in range(due)]
-                    if due == 1:
-                        await system.enqueue_one(payloads[0])
-                    else:
-                        await system.enqueue_many(payloads)
-                    sent += due
-                await asyncio.sleep(
-                    max(0.0, t0 + (math.floor((now - t0) / tick) + 1) * tick - time.monotonic())
-                )
-            achieved["rate"] = sent / (time.monotonic() - t0)
-            return sent
+            out = await system.produce("load", rate=rate, duration=duration, tick=tick)
+            achieved["rate"] = out["rate"]
+            return int(out["sent"])
 
         await self._latency_run(scenario, system, url, result, produce)
         result.metrics["rate_per_s"] = achieved.get("rate")
@@ -564,7 +554,7 @@ class Runner:
         n, inflight = self.sizes.http_jobs, self.sizes.http_inflight
         port = free_port()
         record_dir = self.record_dir()
-        api = Workers([system.api_command(url, port)], record_dir)  # type: ignore[attr-defined]
+        api = self.workers(system, [system.api_command(url, port)], record_dir)  # type: ignore[attr-defined]
         base = f"http://127.0.0.1:{port}"
         statuses: Counter[int] = Counter()
         try:

@@ -113,11 +113,15 @@ ORDER BY at, status = 'RUNNING' DESC;
 -- Each claim gets a fresh lease token: only its holder may record the outcome. The claim
 -- writes no history row: started_at and locked_by are the RUNNING transition until the
 -- attempt ends and its job_events row is written.
--- The claim alone commits without waiting for its WAL flush (set_config(..., true) lasts
--- for this statement's transaction only): waiting behind the completer's flushes cost a
--- third of the drain rate. A claim forgotten by a PostgreSQL crash leaves the job as it
--- was, so it runs again and the lease fence refuses the forgotten run's outcome; every
--- outcome is flushed after the claims it follows, the WAL being flushed in order.
+-- A first attempt's claim commits without waiting for its WAL flush (set_config(..., true)
+-- lasts for this statement's transaction only): waiting behind the completer's flushes
+-- cost a third of the drain rate. A claim forgotten by a PostgreSQL crash leaves the job
+-- as it was, so it runs again and the lease fence refuses the forgotten run's outcome (the
+-- worker that still holds it writes the attempt back: restore_forgotten); every outcome is
+-- flushed after the claims it follows, the WAL being flushed in order. A claim of a job
+-- that has run before commits durably: a job whose handler crashes PostgreSQL (or has a
+-- backend OOM-killed) right after its claim cannot lose its attempts to crash recovery
+-- and crash-loop the database for ever; it reaches DEAD like any failing job.
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status IN ('PENDING', 'RETRY') AND queue = $1 AND run_after <= now()
@@ -136,9 +140,13 @@ WITH picked AS (
         updated_at = now()
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
-              j.lease_token
+              j.lease_token, j.created_at, j.run_after, j.started_at
 )
-SELECT * FROM claimed WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off';
+SELECT claimed.* FROM claimed,
+    (SELECT set_config('synchronous_commit',
+                       CASE WHEN EXISTS (SELECT 1 FROM claimed WHERE attempts > 1)
+                            THEN 'on' ELSE 'off' END,
+                       true)) AS durability;
 
 -- name: seconds_until_next_job --
 -- How long a worker of queue $1 may sleep before a delayed or retrying job comes due: the
@@ -167,6 +175,10 @@ FROM priorities p WHERE p.priority IS NOT NULL;
 -- A batch of outcomes (COMPLETED, RETRY or DEAD) in one statement. A row is written only
 -- while the job is still RUNNING under the same lease token: a worker whose lease was
 -- reclaimed cannot overwrite the new owner's outcome. Returns the ids that were accepted.
+-- The ids arrive sorted and are found through the primary key (`id = ANY`, which walks
+-- the index in key order), so every multi-row statement here locks rows in id order and
+-- two of them cannot deadlock. A RETRY wakes the workers of its queue, so an idle one
+-- sets its timer for the retry's due time instead of finding it at the safety-net poll.
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[],
                          $6::float8[])
@@ -186,47 +198,135 @@ WITH outcome AS (
         lease_expires_at = NULL,
         updated_at = now()
     FROM outcome o
-    WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
-    RETURNING j.id, j.status, j.attempts, j.started_at, o.error
+    WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.lease_token = o.token
+      AND j.status = 'RUNNING'
+    RETURNING j.id, j.status, j.attempts, j.started_at, j.queue, o.error
 ), logged AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
     SELECT id, status, attempts, $7, error, started_at FROM finished
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue)
+    FROM (SELECT DISTINCT queue FROM finished WHERE status = 'RETRY') q
 )
-SELECT id FROM finished;
+SELECT id FROM finished WHERE (SELECT count(*) FROM woken) >= 0;
+
+-- name: restore_forgotten --
+-- Attempts whose claim PostgreSQL forgot: it crashed before the claim's asynchronous
+-- commit reached the disk, so the job row is back as it was before the claim (PENDING or
+-- RETRY, one attempt fewer, untouched since before that claim started) while the worker
+-- still runs or has finished the attempt. The worker writes the attempt back, durably:
+-- as RUNNING under its own lease when its handler still runs (the heartbeat), or with the
+-- attempt's outcome (the completer). Either way the attempt counts. A row that anything
+-- else changed since (another claim, an operator) is left alone.
+WITH mine AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[], $5::text[],
+                         $6::jsonb[], $7::text[], $8::float8[])
+        AS m(id, token, attempt, started_at, status, result, error, retry_in)
+), forgotten AS (
+    SELECT j.id FROM jobs j JOIN mine m ON m.id = j.id
+    WHERE j.id = ANY($1::uuid[]) AND j.status IN ('PENDING', 'RETRY')
+      AND j.attempts = m.attempt - 1 AND j.updated_at < m.started_at
+    ORDER BY j.id
+    FOR UPDATE OF j
+), restored AS (
+    UPDATE jobs j SET
+        status = m.status,
+        attempts = m.attempt,
+        result = m.result,
+        last_error = coalesce(m.error, j.last_error),
+        run_after = CASE WHEN m.status = 'RETRY'
+                         THEN now() + make_interval(secs => m.retry_in)
+                         ELSE j.run_after END,
+        finished_at = CASE WHEN m.status IN ('RUNNING', 'RETRY') THEN NULL ELSE now() END,
+        locked_by = CASE WHEN m.status = 'RUNNING' THEN $9 END,
+        locked_at = CASE WHEN m.status = 'RUNNING' THEN m.started_at END,
+        lease_token = CASE WHEN m.status = 'RUNNING' THEN m.token END,
+        lease_expires_at = CASE WHEN m.status = 'RUNNING'
+                                THEN now() + make_interval(secs => $10) END,
+        started_at = m.started_at,
+        updated_at = now()
+    FROM mine m
+    WHERE j.id = ANY(ARRAY(SELECT id FROM forgotten)) AND j.id = m.id
+    RETURNING j.id, j.status, j.attempts, j.started_at, j.queue, m.error
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
+    SELECT id, status, attempts, $9, error, started_at FROM restored WHERE status <> 'RUNNING'
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue)
+    FROM (SELECT DISTINCT queue FROM restored WHERE status = 'RETRY') q
+)
+SELECT id FROM restored WHERE (SELECT count(*) FROM woken) >= 0;
 
 -- name: extend_leases --
--- The worker's heartbeat: renew the leases it still holds, one statement for all.
--- Returns the ids still held; a missing id means the lease was lost (reclaimed).
-UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
-FROM unnest($1::uuid[], $2::uuid[]) AS h(id, token)
-WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'RUNNING'
-RETURNING j.id;
+-- The worker's heartbeat: renew the leases it still holds, one statement for all. It
+-- never waits for a row lock (SKIP LOCKED): a row locked by another statement (this
+-- worker's completer finishing it, an operator) is renewed next round, and waiting would
+-- let every other lease run out behind it. Returns each lease asked about with what
+-- became of it: renewed; busy (locked: still ours as far as this statement can see, not
+-- renewed this round); or neither: lost (reclaimed, cancelled, or a claim PostgreSQL
+-- forgot, which restore_forgotten tells apart).
+WITH held AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS h(id, token)
+), renewable AS (
+    SELECT j.id FROM jobs j JOIN held h ON h.id = j.id AND h.token = j.lease_token
+    WHERE j.id = ANY($1::uuid[]) AND j.status = 'RUNNING'
+    ORDER BY j.id
+    FOR NO KEY UPDATE OF j SKIP LOCKED
+), renewed AS (
+    UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM renewable))
+    RETURNING j.id
+)
+SELECT h.token,
+       r.id IS NOT NULL AS renewed,
+       coalesce(j.status = 'RUNNING' AND j.lease_token = h.token, false) AS ours
+FROM held h
+LEFT JOIN renewed r ON r.id = h.id
+LEFT JOIN jobs j ON j.id = h.id;
 
 -- name: release_jobs --
--- Graceful shutdown: hand unfinished jobs back without spending an attempt on them.
+-- Graceful shutdown: hand unfinished jobs back, due now. The first $5 releases of a job
+-- refund its attempt; after that a release spends it (with the retry backoff, and DEAD
+-- when none are left), so a handler that hangs until every shutdown still ends.
 WITH released AS (
     UPDATE jobs j SET
-        status = 'RETRY',
-        attempts = greatest(j.attempts - 1, 0),
-        run_after = now(),
-        last_error = $3,
+        status = CASE WHEN j.releases >= $5 AND j.attempts >= j.max_attempts
+                      THEN 'DEAD' ELSE 'RETRY' END,
+        attempts = CASE WHEN j.releases >= $5 THEN j.attempts
+                        ELSE greatest(j.attempts - 1, 0) END,
+        releases = j.releases + 1,
+        run_after = CASE WHEN j.releases >= $5
+                         THEN now() + aqueue_backoff(j.attempts, $6, $7)
+                         ELSE now() END,
+        finished_at = CASE WHEN j.releases >= $5 AND j.attempts >= j.max_attempts
+                           THEN now() END,
+        last_error = $3 || CASE WHEN j.releases >= $5
+                                THEN format(' (released %s times: this attempt counts)',
+                                            j.releases + 1)
+                                ELSE ' (the attempt does not count)' END,
         locked_by = NULL,
         locked_at = NULL,
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()
     FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
-    WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'RUNNING'
-    RETURNING j.id, j.attempts, j.queue, j.started_at
+    WHERE j.id = ANY($1::uuid[]) AND j.id = r.id AND j.lease_token = r.token
+      AND j.status = 'RUNNING'
+    RETURNING j.id, j.status, j.attempts, j.queue, j.started_at, j.last_error,
+              j.releases > $5 AS spent
 ), logged AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
-    SELECT id, 'RETRY', attempts + 1, $4, $3, started_at FROM released  -- the attempt cut short
+    SELECT id, status, CASE WHEN spent THEN attempts ELSE attempts + 1 END, $4, last_error,
+           started_at
+    FROM released  -- the attempt cut short
 )
-SELECT id, queue FROM released;
+SELECT id, queue, status FROM released;
 
 -- name: reclaim_expired --
--- The reaper: jobs whose lease ran out (their worker died or hung) go back to RETRY,
--- or to DEAD when their attempts are used up. At most $1 per statement.
+-- The reaper: jobs whose lease ran out (their worker died or hung) go back to RETRY after
+-- the same backoff as a failed attempt ($3 base, $4 cap: a job that kills its worker is
+-- not handed to the next one at once, crash after crash), or to DEAD when their attempts
+-- are used up. At most $1 per statement.
 WITH expired AS (
     SELECT id FROM jobs
     WHERE status = 'RUNNING' AND lease_expires_at < now()
@@ -238,7 +338,7 @@ WITH expired AS (
         status = CASE WHEN j.attempts >= j.max_attempts THEN 'DEAD' ELSE 'RETRY' END,
         last_error = 'lease expired: worker ' || coalesce(j.locked_by, '?')
                      || ' stopped renewing it (killed or hung?)',
-        run_after = now(),
+        run_after = now() + aqueue_backoff(j.attempts, $3, $4),
         finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
         locked_by = NULL,
         locked_at = NULL,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 from typing import Any
 
 from aqueue import JobContext, Registry
 
 registry = Registry()
+log = logging.getLogger("tests.apps")
 
 
 @registry.task("test.record")
@@ -20,3 +24,21 @@ async def record(payload: Any, ctx: JobContext) -> None:
         await asyncio.sleep(payload["sleep"])
     conn = await ctx.transaction()
     await conn.execute("INSERT INTO processed (job_id) VALUES ($1)", ctx.job_id)
+
+
+@registry.task("test.nap")
+async def nap(payload: Any, ctx: JobContext) -> None:
+    """Sleep, then say so in the log (tests wait for that line)."""
+    await asyncio.sleep(payload["seconds"])
+    log.info("napped %s", ctx.job_id)
+
+
+@registry.task("test.crash_database")
+async def crash_database(payload: Any, ctx: JobContext) -> None:
+    """A poison job: SIGKILL its own PostgreSQL backend, which makes the server drop every
+    connection and run crash recovery, as a backend crash or an OOM kill does."""
+    async with ctx.pool.acquire() as conn:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        log.info("crashing the database (attempt %d)", ctx.attempt)
+        os.kill(pid, signal.SIGKILL)
+        await conn.fetchval("SELECT 1")  # fails for sure: its backend is gone

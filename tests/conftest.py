@@ -102,3 +102,19 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def empty_db_url(pg_url: str) -> AsyncIterator[str]:
+    """A brand-new database with nothing in it (not cloned from the migrated template)."""
+    name = f"aqueue_empty_{os.getpid()}_{next(_counter)}"
+    admin = await _admin(pg_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(pg_url, name)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await admin.close()

@@ -59,7 +59,7 @@ async def running_worker(
     if registry is not None:
         reg.include(registry)
     notifier = Notifier(url)
-    worker = Worker(pool, notifier, reg, fast_settings(**settings))
+    worker = Worker(pool, url, notifier, reg, fast_settings(**settings))
     tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(worker.run())]
     await asyncio.wait_for(notifier.connected.wait(), 10)
     running = RunningWorker(worker, notifier, tasks)
@@ -141,6 +141,24 @@ class ServeProcess:
             raise AssertionError("aqueue serve did not start:\n" + "\n".join(self.lines[-30:]))
         return self
 
+    async def wait_for_line(self, text: str, timeout: float = 30) -> str:
+        """The first line of the process's log containing `text`, once it is there."""
+
+        async def found() -> str | None:
+            return next((line for line in self.lines if text in line), None)
+
+        try:
+            line: str = await wait_for(found, timeout)
+        except AssertionError:
+            raise AssertionError(
+                f"no line with {text!r} within {timeout}s; the log:\n" + "\n".join(self.lines)
+            ) from None
+        return line
+
+    def count(self, text: str) -> int:
+        """How many lines of the log so far contain `text`."""
+        return sum(text in line for line in self.lines)
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -163,3 +181,12 @@ class ServeProcess:
             await self.proc.wait()
         if self._reader is not None:
             self._reader.cancel()
+
+
+def as_role(url: str, role: str, password: str) -> str:
+    """`url` with another user and password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))

@@ -35,6 +35,10 @@ class AqueueSystem(System):
     def worker_settings(self, concurrency: int) -> dict[str, Any]:
         return {"concurrency": concurrency, "queues": "default"}
 
+    def cli(self) -> list[str]:
+        """The `aqueue` command its worker and API processes run."""
+        return aqueue_command()
+
     async def install(self, url: str) -> None:
         import aqueue.db
 
@@ -64,7 +68,7 @@ class AqueueSystem(System):
 
     def worker_command(self, url: str, concurrency: int) -> list[str]:
         return [
-            *aqueue_command(),
+            *self.cli(),
             "serve",
             "--roles=worker",
             "--database-url",
@@ -79,7 +83,7 @@ class AqueueSystem(System):
 
     def api_command(self, url: str, port: int) -> list[str]:
         return [
-            *aqueue_command(),
+            *self.cli(),
             "serve",
             "--roles=api",
             "--host",

@@ -25,13 +25,18 @@ def worker_env(record_dir: str) -> dict[str, str]:
 class System:
     """A queue system (and one of its settings variants) under test."""
 
-    system: str = ""  # aqueue | pgqueuer | procrastinate | sql
+    system: str = ""  # aqueue | aqueue-base | pgqueuer | procrastinate | sql
     variant: str = "default"  # default | tuned
     queue: bool = True  # False for the plain-SQL ceiling
 
     @property
     def label(self) -> str:
         return self.system if self.variant == "default" else f"{self.system}:{self.variant}"
+
+    @property
+    def family(self) -> str:
+        """The system whose scenarios this one runs (an earlier aqueue runs aqueue's)."""
+        return self.system
 
     # --- settings --------------------------------------------------------------------------
 
@@ -60,10 +65,32 @@ class System:
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
+    async def produce(self, kind: str, **params: Any) -> dict[str, Any]:
+        """Run one of bench.producers' loops on the open producer. In this process by
+        default; a system whose code is not the bench process's runs it where its code is."""
+        from bench.producers import PRODUCERS
+
+        return await PRODUCERS[kind](self, **params)
+
+    def cleanup(self) -> None:
+        """Last resort at the end of a run (also on Ctrl-C): end what the system started."""
+
     # --- workers ---------------------------------------------------------------------------
 
     def worker_command(self, url: str, concurrency: int) -> list[str]:
         raise NotImplementedError
+
+    def process_env(self, record_dir: str) -> dict[str, str]:
+        """The environment of its worker (and API) processes."""
+        return worker_env(record_dir)
+
+    def verify_code(
+        self, reports: list[dict[str, Any]], processes: int
+    ) -> tuple[list[str], dict[str, Any] | None]:
+        """Errors when the code that ran is not the code this system stands for, and the
+        evidence for the results. ``reports``: what its ``processes`` worker/API processes
+        said they loaded. Nothing to check by default: the installed library runs."""
+        return [], None
 
     # --- what the database says ------------------------------------------------------------
 

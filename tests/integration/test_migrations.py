@@ -4,30 +4,11 @@ starts."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 import asyncpg
-import pytest
 
 from aqueue import db
 from tests.conftest import with_database
-
-
-@pytest.fixture
-async def empty_db_url(pg_url):
-    """A brand-new database with nothing in it (not cloned from the migrated template)."""
-    name = f"aqueue_mig_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(pg_url, name)
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
 
 
 async def fetch(url: str, query: str) -> list[asyncpg.Record]:

@@ -12,10 +12,9 @@ import asyncpg
 
 from aqueue import JobStatus, Registry, enqueue, store
 from aqueue.model import JobSpec
-from aqueue.reaper import Reaper
 from aqueue.registry import JobContext
 from aqueue.store import Outcome
-from tests.helpers import fast_settings, running_worker, wait_for
+from tests.helpers import running_worker, wait_for
 
 
 async def status_of(pool: asyncpg.Pool, job_id: Any) -> JobStatus:
@@ -162,15 +161,15 @@ async def test_a_stale_workers_late_completion_is_rejected_by_the_lease(pool):
     job = await enqueue(pool, "demo.echo", {})
     [first] = await store.claim(pool, "default", 1, "worker-a", 0.1)
     await asyncio.sleep(0.2)  # worker-a falls silent; its lease runs out
-    reclaimed = await store.reclaim_expired(pool, 10, "reaper")
+    reclaimed = await store.reclaim_expired(pool, 10, "reaper", 0.0, 0.0)
     assert [r.job_id for r in reclaimed] == [job.id]
     [second] = await store.claim(pool, "default", 1, "worker-b", 30)
     assert second.lease_token != first.lease_token
 
-    stale = Outcome(job.id, first.lease_token, JobStatus.COMPLETED, result={"by": "a"})
+    stale = Outcome(first, JobStatus.COMPLETED, result={"by": "a"})
     assert await store.record_outcomes(pool, [stale], "worker-a") == set()
-    fresh = Outcome(job.id, second.lease_token, JobStatus.COMPLETED, result={"by": "b"})
-    assert await store.record_outcomes(pool, [fresh], "worker-b") == {job.id}
+    fresh = Outcome(second, JobStatus.COMPLETED, result={"by": "b"})
+    assert await store.record_outcomes(pool, [fresh], "worker-b") == {second.lease_token}
     done = await store.get_job(pool, job.id)
     assert done is not None and done.result == {"by": "b"} and done.attempts == 2
 
@@ -227,42 +226,6 @@ async def test_a_claim_commits_asynchronously_without_touching_the_next_statemen
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
 
 
-async def test_a_claim_forgotten_by_a_database_crash_runs_the_job_again(pool, db_url):
-    # A claim commits without waiting for its WAL flush, so a PostgreSQL crash can forget
-    # it: the job is then back as it was before the claim. Nothing is lost: it runs again,
-    # and the first run's late outcome is refused by the lease fence.
-    registry = Registry()
-    first_run = asyncio.Event()
-    let_first_finish = asyncio.Event()
-    runs = 0
-
-    @registry.task("test.twice")
-    async def twice(payload: Any, ctx: JobContext) -> int:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            first_run.set()
-            await let_first_finish.wait()
-        return runs
-
-    async with running_worker(pool, db_url, registry):
-        job = await enqueue(pool, "test.twice", {})
-        await asyncio.wait_for(first_run.wait(), 10)
-        await pool.execute(  # the row as it was before the claim, as crash recovery leaves it
-            """UPDATE jobs SET status = 'PENDING', attempts = attempts - 1, locked_by = NULL,
-                   locked_at = NULL, lease_token = NULL, lease_expires_at = NULL,
-                   started_at = NULL
-               WHERE id = $1""",
-            job.id,
-        )
-        await pool.execute("SELECT pg_notify('aqueue_jobs', 'default')")
-        await wait_status(pool, job.id, JobStatus.COMPLETED)
-        let_first_finish.set()  # the forgotten run ends now: too late, its lease is gone
-        await asyncio.sleep(0.3)
-    final = await store.get_job(pool, job.id)
-    assert final is not None and final.result == 2 and final.attempts == 1
-
-
 async def test_heartbeats_keep_a_long_job_leased(pool, db_url):
     async with running_worker(pool, db_url, lease_seconds=0.6):
         job = await enqueue(pool, "demo.sleep", {"seconds": 1.5})
@@ -270,7 +233,7 @@ async def test_heartbeats_keep_a_long_job_leased(pool, db_url):
         # Three leases long; a reaper running meanwhile finds nothing to reclaim.
         for _ in range(6):
             await asyncio.sleep(0.25)
-            assert await store.reclaim_expired(pool, 10, "reaper") == []
+            assert await store.reclaim_expired(pool, 10, "reaper", 0.0, 0.0) == []
         done = await wait_status(pool, job.id, JobStatus.COMPLETED)
     assert done.attempts == 1
 
@@ -387,25 +350,53 @@ async def test_pool_connections_plan_every_claim_with_its_own_values(pool):
     assert await pool.fetchval("SHOW jit") == "off"
 
 
-async def test_an_outcome_the_database_refuses_is_not_lost(pool, db_url, caplog):
-    # JSON allows "\u0000" in a string, PostgreSQL's jsonb does not: the completion fails.
+async def test_a_result_the_database_cannot_store_fails_the_attempt_saying_why(pool, db_url):
+    # JSON allows "\u0000" in a string and Python's json allows NaN; jsonb takes neither.
     registry = Registry()
 
-    @registry.task("test.nul_result")
-    async def nul_result(payload: Any, ctx: JobContext) -> Any:
-        return {"text": "a\x00b"}
+    @registry.task("test.unstorable")
+    async def unstorable(payload: Any, ctx: JobContext) -> Any:
+        return {"text": "a\x00b"} if payload["nul"] else {"x": float("nan")}
 
-    async with running_worker(pool, db_url, registry, lease_seconds=0.5):
-        job = await enqueue(pool, "test.nul_result", {}, max_attempts=1)
-        await wait_for(
-            lambda: pool.fetchval(
-                "SELECT lease_expires_at < now() FROM jobs WHERE id = $1", job.id
-            ),
-            timeout=5,
-        )
-        reaper = Reaper(pool, fast_settings())
-        await reaper.reap()
+    async with running_worker(pool, db_url, registry):
+        nul = await enqueue(pool, "test.unstorable", {"nul": True}, max_attempts=1)
+        nan = await enqueue(pool, "test.unstorable", {"nul": False}, max_attempts=1)
+        nul_dead = await wait_status(pool, nul.id, JobStatus.DEAD)
+        nan_dead = await wait_status(pool, nan.id, JobStatus.DEAD)
+    assert "the result contains a NUL character" in (nul_dead.last_error or "")
+    assert "the result contains NaN or Infinity" in (nan_dead.last_error or "")
+
+
+async def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(pool, db_url, caplog):
+    # A constraint the result breaks: the database refuses the COMPLETED outcome. The job
+    # must not wait for its lease to expire and then rerun without a backoff: the attempt
+    # fails at once, with the database's reason.
+    await pool.execute(
+        "ALTER TABLE jobs ADD CONSTRAINT no_refusals CHECK (NOT coalesce(result ? 'refuse', false))"
+    )
+    registry = Registry()
+
+    @registry.task("test.refused")
+    async def refused(payload: Any, ctx: JobContext) -> Any:
+        return {"refuse": True}
+
+    async with running_worker(pool, db_url, registry, lease_seconds=30):
+        job = await enqueue(pool, "test.refused", {}, max_attempts=2)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD, timeout=5)
+    assert dead.attempts == 2
+    assert "could not store this attempt's outcome (COMPLETED)" in (dead.last_error or "")
+    assert "no_refusals" in (dead.last_error or "")
+    assert "cannot record the outcome COMPLETED of job" in caplog.text
+
+
+async def test_error_text_the_database_cannot_store_is_escaped(pool, db_url):
+    registry = Registry()
+
+    @registry.task("test.nul_error")
+    async def nul_error(payload: Any, ctx: JobContext) -> Any:
+        raise RuntimeError("bad \x00 byte and a lone \ud800 surrogate")
+
+    async with running_worker(pool, db_url, registry):
+        job = await enqueue(pool, "test.nul_error", {}, max_attempts=1)
         dead = await wait_status(pool, job.id, JobStatus.DEAD)
-    assert "lease expired" in (dead.last_error or "")
-    assert "cannot record the outcome of job" in caplog.text
-    assert "lease had been reclaimed" not in caplog.text
+    assert "bad \\x00 byte and a lone \\ud800 surrogate" in (dead.last_error or "")

@@ -24,10 +24,12 @@ from aqueue.model import (
     ValidationError,
     backoff_seconds,
     check_name,
+    check_result,
     check_spec,
     failed_attempts,
     parse_job_id,
     parse_job_spec,
+    storable_text,
     uuid7,
 )
 
@@ -332,3 +334,33 @@ def test_every_query_store_uses_exists_and_is_not_empty():
     assert used, "store.py uses no named query?"
     assert used <= set(store.Q)
     assert all(store.Q[name] for name in used)
+
+
+@pytest.mark.parametrize(
+    ("result", "named"),
+    [
+        ({"x": float("nan")}, "NaN or Infinity"),
+        ([float("inf")], "NaN or Infinity"),
+        ("a\x00b", "NUL character"),
+        ({"k\ud800": 1}, "unpaired surrogate"),
+        ({1: "int key"}, "keys must be strings"),
+        ({"when": object()}, "not JSON"),
+        ("x" * 50, "the limit is 40"),
+    ],
+)
+def test_check_result_refuses_what_jsonb_cannot_store_naming_it(result, named):
+    with pytest.raises(ValidationError, match=named):
+        check_result(result, 40)
+
+
+@pytest.mark.parametrize("result", [None, 1, 2.5, "text", [1, "a"], {"a": {"b": [True]}}])
+def test_check_result_accepts_any_json_value(result):
+    check_result(result, 1000)
+
+
+def test_storable_text_escapes_nul_and_lone_surrogates():
+    assert storable_text("a\x00b\ud800c", 100) == "a\\x00b\\ud800c"
+
+
+def test_storable_text_keeps_the_end_of_a_long_text():
+    assert storable_text("head " + "x" * 20 + " tail", 10) == "xxxxx tail"
