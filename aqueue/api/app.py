@@ -18,6 +18,7 @@ from aqueue.api import jobs
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
+from aqueue.db import is_connection_error
 from aqueue.settings import Settings
 
 log = logging.getLogger("aqueue.api")
@@ -69,6 +70,10 @@ async def _refused_value(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    if is_connection_error(exc):
+        # A transient state of the database (down, restarting, read-only after a failover,
+        # out of connections): the client may try again, unlike after a bug.
+        return await _database_error(request, exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error")
 
@@ -94,9 +99,6 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> Starlette:
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
-            OSError: _database_error,
-            asyncpg.PostgresConnectionError: _database_error,
-            asyncpg.InterfaceError: _database_error,
             asyncpg.DataError: _refused_value,
             Exception: _unexpected_error,
         },

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from aqueue import store
+from aqueue import db, store
 from aqueue.api.app import create_app
 from aqueue.model import JobSpec
 from aqueue.producer import enqueue, enqueue_many
@@ -580,6 +580,24 @@ async def test_readyz_says_database_unreachable_and_logs_the_detail(caplog):
     assert r.status_code == 503
     assert r.json() == {"status": "unavailable", "error": "database unreachable"}
     assert "127.0.0.1" in caplog.text and "127.0.0.1" not in r.text
+
+
+async def test_a_read_only_database_is_a_503_to_retry_not_a_500(db_url):
+    # As after a failover: the server answers, but refuses writes (SQLSTATE 25006).
+    read_only = await asyncpg.create_pool(
+        db_url,
+        min_size=0,
+        max_size=1,
+        init=db.init_connection,
+        server_settings={"default_transaction_read_only": "on"},
+    )
+    try:
+        async with api_client(read_only, Settings()) as client:
+            r = await client.post("/jobs", json={"type": "demo.echo"})
+    finally:
+        await read_only.close()
+    assert r.status_code == 503
+    assert r.json()["error"] == "the database is unavailable; try again"
 
 
 # --- Host header: DNS rebinding ---------------------------------------------------------
