@@ -11,6 +11,7 @@ import itertools
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -78,13 +79,12 @@ async def template_db(pg_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this test alone."""
-    name = f"aqueue_t_{os.getpid()}_{next(_counter)}"
+@asynccontextmanager
+async def _fresh_database(pg_url: str, name: str, template: str | None) -> AsyncIterator[str]:
     admin = await _admin(pg_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        from_template = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{from_template}')
         yield with_database(pg_url, name)
         # Subprocess workers may still hold connections after a failed test.
         await admin.execute(
@@ -93,6 +93,14 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"aqueue_t_{os.getpid()}_{next(_counter)}"
+    async with _fresh_database(pg_url, name, template_db) as url:
+        yield url
 
 
 @pytest.fixture
@@ -108,13 +116,5 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def empty_db_url(pg_url: str) -> AsyncIterator[str]:
     """A brand-new database with nothing in it (not cloned from the migrated template)."""
     name = f"aqueue_empty_{os.getpid()}_{next(_counter)}"
-    admin = await _admin(pg_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(pg_url, name)
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
+    async with _fresh_database(pg_url, name, None) as url:
+        yield url
