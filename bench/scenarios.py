@@ -207,11 +207,13 @@ class Workers:
             return ""
 
     async def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (graceful shutdown), then SIGKILL after ``timeout``: an error."""
+        """SIGTERM (graceful shutdown) once each process handles it, then SIGKILL after
+        ``timeout``: an error."""
+        deadline = time.monotonic() + timeout
+        await self._until_sigterm_is_handled(deadline)
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
         for n, p in enumerate(self.procs):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(p.wait, max(0.1, deadline - time.monotonic()))
@@ -224,11 +226,34 @@ class Workers:
                     f"worker process {n} exited with code {p.returncode}: {self.log_tail(n)}"
                 )
 
+    async def _until_sigterm_is_handled(self, deadline: float) -> None:
+        """Wait until every live process has its SIGTERM handler installed. One still
+        starting (imports, connecting) would die of the signal (code -15) instead of
+        stopping gracefully, and a drain can end before a second process is up: in
+        drain_2proc the first one drains the whole quick backlog in well under a second."""
+        while time.monotonic() < deadline:
+            if all(p.poll() is not None or handles_sigterm(p.pid) for p in self.procs):
+                return
+            await asyncio.sleep(0.01)
+
     def kill(self) -> None:
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGTERM now (Linux: the SigCgt mask in
+    /proc/PID/status). True where that cannot be read: then nothing is waited for."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    except OSError:
+        pass
+    return True
 
 
 async def wait_completed(

