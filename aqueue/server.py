@@ -60,15 +60,28 @@ def bind_socket(host: str, port: int) -> socket.socket:
 async def serve(settings: Settings) -> None:
     registry = load_registry(settings.app)  # a bad --app fails before anything starts
     sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
+    # SIGTERM and SIGINT are handled from here on, not only once the roles run: during
+    # startup (embedded server, migrations, pool) a signal had its default action and
+    # killed the process (exit -15), leaving a just-started embedded PostgreSQL running.
+    # Now startup stops at its next step and the process exits 0, as after any stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         async with db.database_url(settings.database_url, settings.data_dir) as url:
+            if stop.is_set():
+                return
             await _migrate(url, settings.migration_lock_timeout_seconds)
             pool = await db.create_pool(url, settings.pool_min_size, settings.pool_size)
             try:
-                await run_roles(pool, url, settings, registry, sock)
+                if not stop.is_set():
+                    await run_roles(pool, url, settings, registry, stop, sock)
             finally:
                 await _close_pool(pool)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         if sock is not None:
             sock.close()
 
@@ -107,13 +120,12 @@ async def run_roles(
     url: str,
     settings: Settings,
     registry: Registry,
+    stop: asyncio.Event,
     sock: socket.socket | None = None,
 ) -> None:
-    """Run the enabled roles until a signal (or a role failing), then stop them in order."""
-    stop = asyncio.Event()
+    """Run the enabled roles until `stop` is set (serve() sets it on a signal) or a role
+    fails, then stop them in order."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     api: _ApiServer | None = None
     worker: Worker | None = None
@@ -168,8 +180,6 @@ async def run_roles(
             raise StartupError(f"role {failed[0]} failed: {tasks[failed[0]].exception()}")
     finally:
         stopper.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 def _hurry(api: _ApiServer | None, worker: Worker | None) -> None:

@@ -3,6 +3,7 @@ zero-setup path (no database URL: the embedded PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -187,3 +188,40 @@ async def test_the_embedded_postgres_stops_with_aqueue_even_after_a_kill_9(embed
     second.signal(signal.SIGTERM)
     assert await second.wait(timeout=60) == 0
     assert not (embedded_home / "aq" / "pgdata" / "postmaster.pid").exists()
+
+
+async def test_sigterm_while_the_embedded_server_starts_is_a_clean_stop():
+    # Signalled once its embedded PostgreSQL runs but before it serves: aqueue must still
+    # exit 0 and stop that server, not die of the signal and leave the server behind.
+    with tempfile.TemporaryDirectory(prefix="aqueue-test-home-") as home:
+        data_dir = Path(home) / "aq"
+        env = subprocess_env()
+        env.pop("AQUEUE_TEST_DATABASE_URL", None)
+        proc = await asyncio.create_subprocess_exec(
+            *aqueue_command("serve", "--roles", "worker", "--data-dir", str(data_dir)),
+            env=env,
+            cwd=str(ROOT),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        pid_file = data_dir / "pgdata" / "postmaster.pid"
+
+        async def server_up() -> bool:
+            # postmaster.pid's eighth line says "ready" once the server accepts connections
+            # (initdb's bootstrap backends write the file too, without it).
+            try:
+                lines = pid_file.read_text().splitlines()
+            except OSError:
+                return False
+            return len(lines) >= 8 and lines[7].strip() == "ready"
+
+        try:
+            await wait_for(server_up, timeout=60, interval=0.005)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert code == 0
+        assert not pid_file.exists()
