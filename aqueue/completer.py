@@ -18,6 +18,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.db import Outage, OwnConnection, is_connection_error
+from aqueue.model import JobStatus
 from aqueue.store import Outcome
 
 log = logging.getLogger("aqueue.completer")
@@ -80,11 +81,21 @@ class Completer:
         abandons what is unwritten: those jobs' leases expire and the reaper hands them
         out again, so nothing is lost."""
         try:
+            await self._connect()
             await self._write_until_closed()
         except asyncio.CancelledError:
             self._conn.discard()
             raise
         await self._conn.close()
+
+    async def _connect(self) -> None:
+        """Open the connection before the first outcome arrives, so that outcome does not
+        wait for it; a failure here is retried by the first write."""
+        try:
+            await self._conn.get()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
 
     async def _write_until_closed(self) -> None:
         while True:
@@ -128,24 +139,49 @@ class Completer:
 
     async def _record(self, conn: asyncpg.Connection, batch: Sequence[Outcome]) -> set[uuid.UUID]:
         accepted = await store.record_outcomes(conn, batch, self._worker_id)
-        refused = [o for o in batch if o.lease_token not in accepted]
-        if refused:
-            # Refused: the lease was reclaimed, or PostgreSQL forgot the claim in a crash.
-            # The latter is written back here, so the attempt counts.
-            restored = await store.restore_forgotten(
-                conn, refused, self._worker_id, self._lease_seconds
-            )
-            for outcome in refused:
-                if outcome.lease_token in restored:
-                    log.warning(
-                        "job %s: PostgreSQL had forgotten this worker's claim (did it crash?);"
-                        " attempt %d written back as %s",
-                        outcome.job_id,
-                        outcome.job.attempt,
-                        outcome.status,
-                    )
-            accepted |= restored
+        if len(accepted) < len(batch):
+            accepted |= await self._restore_forgotten(conn, batch, accepted)
+        await self._wake_for_retries(conn, batch, accepted)
         return accepted
+
+    async def _restore_forgotten(
+        self, conn: asyncpg.Connection, batch: Sequence[Outcome], accepted: set[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Outcomes refused: their lease was reclaimed, or PostgreSQL forgot the claim in a
+        crash. The latter are written back here, so the attempt counts."""
+        refused = [o for o in batch if o.job.lease_token not in accepted]
+        restored = await store.restore_forgotten(
+            conn, refused, self._worker_id, self._lease_seconds
+        )
+        for outcome in refused:
+            if outcome.job.lease_token in restored:
+                log.warning(
+                    "job %s: PostgreSQL had forgotten this worker's claim (did it crash?);"
+                    " attempt %d written back as %s",
+                    outcome.job.id,
+                    outcome.job.attempt,
+                    outcome.status,
+                )
+        return restored
+
+    async def _wake_for_retries(
+        self, conn: asyncpg.Connection, batch: Sequence[Outcome], accepted: set[uuid.UUID]
+    ) -> None:
+        """A retry wakes the workers of its queue, so that an idle one sets its timer for
+        the retry's due time instead of finding it at the safety-net poll. A statement of
+        its own, run only then (inside the outcome statement it cost every batch); if it
+        fails, the outcomes stand and the workers find the retry at their poll."""
+        retry = JobStatus.RETRY
+        queues = {o.job.queue for o in batch if o.status is retry and o.job.lease_token in accepted}
+        if not queues:
+            return
+        try:
+            await store.notify_queues(conn, queues)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            self._conn.discard()
+            log.warning("could not wake the workers of %s for a retry: %s", sorted(queues), exc)
 
     async def _write_one_by_one(self, batch: Sequence[Outcome], cause: Exception) -> Written:
         """A statement error rejects the whole batch: isolate the outcome that causes it,

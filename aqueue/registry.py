@@ -73,32 +73,43 @@ class JobContext:
 
     __slots__ = (
         "_conn",
+        "_job",
         "_pool",
         "_tx",
         "attempt",
-        "created_at",
         "job_id",
         "max_attempts",
         "priority",
         "queue",
-        "run_after",
-        "started_at",
         "type",
     )
 
     def __init__(self, pool: asyncpg.Pool, job: ClaimedJob) -> None:
         self._pool = pool
+        self._job = job
         self.job_id: uuid.UUID = job.id
         self.type: str = job.type
         self.queue: str = job.queue
         self.priority: int = job.priority
         self.attempt: int = job.attempt
         self.max_attempts: int = job.max_attempts
-        self.created_at: datetime = job.created_at
-        self.run_after: datetime = job.run_after
-        self.started_at: datetime = job.started_at
         self._conn: Any = None
         self._tx: Any = None
+
+    @property
+    def created_at(self) -> datetime:
+        """When the job was enqueued."""
+        return self._job.created_at
+
+    @property
+    def run_after(self) -> datetime:
+        """When the job was due (its delay, or its retry's backoff, ran out)."""
+        return self._job.run_after
+
+    @property
+    def started_at(self) -> datetime:
+        """When this attempt was claimed (the database's clock)."""
+        return self._job.started_at
 
     async def transaction(self) -> asyncpg.Connection:
         """A connection inside the transaction that will also mark this job COMPLETED.

@@ -99,11 +99,11 @@ class Worker:
         )
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
-        # every attempt whose lease this worker holds, by lease token
+        # every attempt whose lease this worker holds, by job id: one per job, for a second
+        # claim of the same job (PostgreSQL forgot the first in a crash) supersedes the
+        # first, whose run is then stopped; only the attempt whose lease token an outcome
+        # carries is let go by that outcome
         self._held: dict[uuid.UUID, Attempt] = {}
-        # the newest attempt held of each job: a second claim of the same job (PostgreSQL
-        # forgot the first in a crash) supersedes the first, whose run is then stopped
-        self._by_job: dict[uuid.UUID, Attempt] = {}
         self._slot_freed = {queue: asyncio.Event() for queue in settings.queues}
         self._in_flight = dict.fromkeys(settings.queues, 0)
 
@@ -247,7 +247,6 @@ class Worker:
         else:
             log.info("released %d unfinished jobs", len(released))
         self._held.clear()
-        self._by_job.clear()
 
     # --- claiming -----------------------------------------------------------------------
 
@@ -308,7 +307,7 @@ class Worker:
                 await _wait(wake, timeout)
 
     def _start(self, job: ClaimedJob, sent: float) -> None:
-        earlier = self._by_job.get(job.id)
+        earlier = self._held.get(job.id)
         if earlier is not None:
             # We hold an earlier attempt of this very job: PostgreSQL forgot that claim in a
             # crash and the job came round again. That run's outcome would be refused.
@@ -319,16 +318,17 @@ class Worker:
             )
             self._let_go(earlier)
         attempt = Attempt(job, sent)
-        self._held[job.lease_token] = attempt
-        self._by_job[job.id] = attempt
+        self._held[job.id] = attempt
         self._in_flight[job.queue] += 1
         attempt.task = asyncio.create_task(self._run_job(attempt), name=f"aqueue-job-{job.id}")
 
+    def _holds(self, attempt: Attempt) -> bool:
+        return self._held.get(attempt.job.id) is attempt
+
     def _let_go(self, attempt: Attempt) -> None:
         """Stop holding this attempt's lease; cancel its handler if it still runs."""
-        self._held.pop(attempt.job.lease_token, None)
-        if self._by_job.get(attempt.job.id) is attempt:
-            del self._by_job[attempt.job.id]
+        if self._held.get(attempt.job.id) is attempt:
+            del self._held[attempt.job.id]
         if attempt.task is not None and not attempt.task.done():
             attempt.task.cancel()
 
@@ -354,6 +354,10 @@ class Worker:
             try:
                 await ctx.close()
             finally:
+                # Let the finished task go now rather than when the outcome is written: the
+                # objects it holds would otherwise pile up and trigger the garbage
+                # collector three times as often.
+                attempt.task = None
                 self._in_flight[job.queue] -= 1
                 self._slot_freed[job.queue].set()
 
@@ -421,16 +425,21 @@ class Worker:
         return None
 
     def _written(self, outcomes: Sequence[Outcome], written: Written) -> None:
+        held = self._held
         for outcome in outcomes:
-            attempt = self._held.pop(outcome.lease_token, None)
-            if attempt is not None and self._by_job.get(outcome.job_id) is attempt:
-                del self._by_job[outcome.job_id]
-            if outcome.lease_token not in written.accepted | written.failed:
-                log.warning(
-                    "job %s: outcome %s refused: the lease had been reclaimed",
-                    outcome.job_id,
-                    outcome.status,
-                )
+            job = outcome.job
+            attempt = held.pop(job.id, None)
+            if attempt is not None and attempt.job is not job:
+                held[job.id] = attempt  # a newer claim of this job: not this outcome's
+        if len(written.accepted) + len(written.failed) < len(outcomes):
+            settled = written.accepted | written.failed
+            for outcome in outcomes:
+                if outcome.job.lease_token not in settled:
+                    log.warning(
+                        "job %s: outcome %s refused: the lease had been reclaimed",
+                        outcome.job.id,
+                        outcome.status,
+                    )
         self._wake_claimers()
 
     def _wake_claimers(self) -> None:
@@ -477,7 +486,7 @@ class Worker:
             token = attempt.job.lease_token
             if token in renewal.renewed:
                 attempt.renewed_at = sent
-            elif token not in renewal.busy and not attempt.done and token in self._held:
+            elif token not in renewal.busy and not attempt.done and self._holds(attempt):
                 # A finished attempt's loss is the completer's to find (its outcome is
                 # fenced); a running one is stopped, unless PostgreSQL merely forgot its
                 # claim in a crash: then the claim is written back and the handler goes on.
@@ -498,7 +507,7 @@ class Worker:
                     attempt.job.id,
                 )
                 attempt.renewed_at = sent
-            elif attempt.job.lease_token in self._held:
+            elif self._holds(attempt):
                 # Reclaimed by the reaper (we were silent too long) or taken by an
                 # operator: another worker may be running it now, and our outcome would be
                 # refused. Stop the duplicate.

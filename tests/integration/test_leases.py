@@ -134,12 +134,25 @@ async def test_a_running_handler_whose_claim_was_forgotten_gets_it_back(pool, db
     async with running_worker(pool, db_url, registry, poll_seconds=60, lease_seconds=0.6):
         job = await enqueue(pool, "test.long", {})
         running = await wait_status(pool, job.id, JobStatus.RUNNING)
+        # Once the claim loop has asked when the next job is due it sleeps: forgetting the
+        # claim before that would let it claim the job again at once (another test).
+        await wait_for(lambda: _claim_loop_asleep(pool))
         await forget_claim(pool, job.id)
         restored = await wait_status(pool, job.id, JobStatus.RUNNING, timeout=5)
         assert restored.locked_by == running.locked_by and restored.attempts == 1
         release.set()
         done = await wait_status(pool, job.id, JobStatus.COMPLETED)
     assert done.attempts == 1 and done.result == "done" and runs == 1
+
+
+async def _claim_loop_asleep(pool: asyncpg.Pool) -> bool:
+    return bool(
+        await pool.fetchval(
+            """SELECT count(*) > 0 FROM pg_stat_activity
+               WHERE datname = current_database() AND state = 'idle'
+                 AND query LIKE '%How long a worker of queue%'"""
+        )
+    )
 
 
 async def test_a_first_claim_commits_asynchronously_and_a_retry_claim_durably(pool):
