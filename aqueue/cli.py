@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from aqueue import db, store
+from aqueue import db, producer, store
 from aqueue import settings as s
 from aqueue.model import JobSpec, ValidationError, parse_job_id, parse_job_spec
 from aqueue.registry import AppLoadError
@@ -278,7 +278,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         spec = _enqueue_spec(args, settings.max_payload_bytes)
 
         async def insert(conn: Any) -> None:
-            job, _created = await store.insert_job(conn, spec)
+            job, _created = await producer.submit(conn, spec)
             _print(job.to_json())
 
         await _with_connection(settings, insert)

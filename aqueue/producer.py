@@ -44,10 +44,24 @@ async def enqueue(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
     )
-    job, _created = await store.insert_job(db, check_spec(spec))
+    job, _created = await submit(db, spec)
     return job
 
 
 async def enqueue_many(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
     """Enqueue a batch in one statement (one NOTIFY per queue); returns the ids in order."""
+    return await submit_many(db, specs)
+
+
+# The gate: every enqueue (Python, HTTP, CLI) passes through one of these two, so that
+# what must hold for every job (validation now; limits and metrics later) is done once.
+
+
+async def submit(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
+    """Store one job; returns it and whether it is new (False: its idempotency key named
+    an existing job, which is returned instead)."""
+    return await store.insert_job(db, check_spec(spec))
+
+
+async def submit_many(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
     return await store.insert_jobs(db, check_specs(specs))

@@ -8,6 +8,7 @@ fleet of worker-only processes recovers a killed worker's jobs by itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import asyncpg
@@ -16,22 +17,28 @@ from aqueue import store
 from aqueue.db import Outage, is_connection_error
 from aqueue.model import JobStatus
 from aqueue.settings import Settings
-from aqueue.worker import new_worker_id
 
 log = logging.getLogger("aqueue.reaper")
 
 
 class Reaper:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    name = "reaper"
+    stop_seconds = 5.0
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, process_id: str) -> None:
         self.pool = pool
         self.settings = settings
-        self.id = "reaper:" + new_worker_id()
+        self.id = "reaper:" + process_id
         self.reclaimed = 0
+        self._stopped = asyncio.Event()
+
+    def stop(self, now: bool = False) -> None:
+        self._stopped.set()
 
     async def run(self) -> None:
-        """Reap every interval until cancelled; a failed round is logged and retried."""
+        """Reap every interval until stop(); a failed round is logged and retried."""
         outage = Outage(log, "reaping")
-        while True:
+        while not self._stopped.is_set():
             try:
                 await self.reap()
             except Exception as exc:
@@ -40,7 +47,8 @@ class Reaper:
                 outage.failed(exc)  # the next round is the retry
             else:
                 outage.ended()
-            await asyncio.sleep(self.settings.reaper_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.settings.reaper_interval_seconds)
 
     async def reap(self) -> int:
         """Reclaim every expired lease now; returns how many jobs were reclaimed."""

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import asyncpg
 import uvicorn
@@ -115,6 +118,80 @@ async def _migrate(url: str, lock_timeout: float) -> None:
         log.info("database migrated: %s", ", ".join(applied))
 
 
+class Role(Protocol):
+    """A part of the server: run() works until stop() (or cancellation), then returns.
+    stop(now=True) is the second signal: cut the grace period short."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stop_seconds(self) -> float:
+        """How long run() may take to return after stop(), before it is cancelled."""
+        ...
+
+    async def run(self) -> None: ...
+
+    def stop(self, now: bool = False) -> None: ...
+
+
+class ApiRole:
+    name = "api"
+    stop_seconds = 10.0  # uvicorn's graceful shutdown (5 s) and a margin
+
+    def __init__(self, server: _ApiServer, sock: socket.socket | None) -> None:
+        self.server = server
+        self.sock = sock
+
+    async def run(self) -> None:
+        await self.server.serve(sockets=[self.sock] if self.sock else None)
+
+    def stop(self, now: bool = False) -> None:
+        self.server.should_exit = True
+        if now:
+            self.server.force_exit = True
+
+
+def new_process_id() -> str:
+    """The name this process goes by in the database (locked_by, the workers table)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def build_roles(
+    pool: asyncpg.Pool,
+    url: str,
+    settings: Settings,
+    registry: Registry,
+    sock: socket.socket | None = None,
+    process_id: str | None = None,
+) -> list[Role]:
+    """The roles this process runs, in the order they stop: the api stops taking
+    requests first, the worker drains next, the maintenance loops after it, and the
+    notifier, which the others listen through, last."""
+    process_id = process_id or new_process_id()
+    roles: list[Role] = []
+    notifier = Notifier(url) if {"api", "worker"} & set(settings.roles) else None
+    if "api" in settings.roles:
+        config = uvicorn.Config(
+            create_app(pool, settings, notifier),
+            lifespan="off",
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        roles.append(ApiRole(_ApiServer(config), sock))
+    if "worker" in settings.roles:
+        assert notifier is not None
+        roles.append(Worker(pool, url, notifier, registry, settings, worker_id=process_id))
+    # Every worker reaps too: recovering a killed worker's jobs must not depend on where
+    # a process with the reaper role happens to run.
+    if "reaper" in settings.roles or "worker" in settings.roles:
+        roles.append(Reaper(pool, settings, process_id))
+    if notifier is not None:
+        roles.append(notifier)
+    return roles
+
+
 async def run_roles(
     pool: asyncpg.Pool,
     url: str,
@@ -125,66 +202,63 @@ async def run_roles(
 ) -> None:
     """Run the enabled roles until `stop` is set (serve() sets it on a signal) or a role
     fails, then stop them in order."""
-    loop = asyncio.get_running_loop()
-
-    api: _ApiServer | None = None
-    worker: Worker | None = None
-    tasks: dict[str, asyncio.Task[None]] = {}
-    if "api" in settings.roles:
-        config = uvicorn.Config(
-            create_app(pool, settings),
-            lifespan="off",
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        api = _ApiServer(config)
-        tasks["api"] = asyncio.create_task(api.serve(sockets=[sock] if sock else None))
+    roles = build_roles(pool, url, settings, registry, sock)
+    if any(role.name == "api" for role in roles):
         log.info("api listening on http://%s:%d", settings.host, settings.port)
-    if "worker" in settings.roles:
-        notifier = Notifier(url)
-        worker = Worker(pool, url, notifier, registry, settings)
-        tasks["notifier"] = asyncio.create_task(notifier.run())
-        tasks["worker"] = asyncio.create_task(worker.run())
-    # Every worker reaps too: recovering a killed worker's jobs must not depend on where
-    # a process with the reaper role happens to run.
-    if "reaper" in settings.roles or "worker" in settings.roles:
-        tasks["reaper"] = asyncio.create_task(Reaper(pool, settings).run())
-
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        done, _ = await asyncio.wait(
-            [stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
-        )
-        failed = [name for name, task in tasks.items() if task in done]
-        for name in failed:
-            exc = tasks[name].exception()
-            log.error("role %s stopped unexpectedly: %r", name, exc)
-        log.info("shutting down")
-        # A second signal skips the grace period.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _hurry, api, worker)
-        if api is not None:
-            api.should_exit = True
-            await asyncio.gather(tasks["api"], return_exceptions=True)
-        if worker is not None:
-            worker.stop()
-            await asyncio.gather(tasks["worker"], return_exceptions=True)
-        for name in ("notifier", "reaper"):
-            if name in tasks:
-                tasks[name].cancel()
-        # A task cancelled in the middle of a statement to a database that stopped
-        # answering may wait on it; closing the pool ends such waits.
-        await asyncio.wait(tasks.values(), timeout=ROLE_STOP_SECONDS)
-        if failed:
-            raise StartupError(f"role {failed[0]} failed: {tasks[failed[0]].exception()}")
-    finally:
-        stopper.cancel()
+    await RoleGroup(roles).run_until(stop)
 
 
-def _hurry(api: _ApiServer | None, worker: Worker | None) -> None:
-    log.warning("second signal: stopping now, running jobs are released")
-    if api is not None:
-        api.force_exit = True
-    if worker is not None:
-        worker.stop(now=True)
+class RoleGroup:
+    """Roles run side by side as tasks owned here, and stopped one after the other."""
+
+    def __init__(self, roles: Sequence[Role]) -> None:
+        self.roles = list(roles)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._hurried = False
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        for role in self.roles:
+            self.tasks[role.name] = asyncio.create_task(role.run(), name=f"aqueue-{role.name}")
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [stopper, *self.tasks.values()], return_when=asyncio.FIRST_COMPLETED
+            )
+            failed = [name for name, task in self.tasks.items() if task in done]
+            for name in failed:
+                log.error("role %s stopped unexpectedly: %r", name, self.tasks[name].exception())
+            log.info("shutting down")
+            # A second signal skips the grace period.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.hurry)
+            await self.stop()
+            if failed:
+                exc = self.tasks[failed[0]].exception()
+                raise StartupError(f"role {failed[0]} failed: {exc}")
+        finally:
+            stopper.cancel()
+            for task in self.tasks.values():
+                task.cancel()
+            await asyncio.gather(stopper, *self.tasks.values(), return_exceptions=True)
+
+    async def stop(self) -> None:
+        for role in self.roles:
+            task = self.tasks[role.name]
+            role.stop(now=self._hurried)
+            await asyncio.wait([task], timeout=role.stop_seconds)
+            if not task.done():
+                log.warning(
+                    "role %s did not stop in %.0fs; cancelling it", role.name, role.stop_seconds
+                )
+                task.cancel()
+                # A task cancelled in the middle of a statement to a database that stopped
+                # answering may wait on it; closing the pool ends such waits.
+                await asyncio.wait([task], timeout=ROLE_STOP_SECONDS)
+
+    def hurry(self) -> None:
+        log.warning("second signal: stopping now, running jobs are released")
+        self._hurried = True
+        for role in self.roles:
+            if not self.tasks[role.name].done():
+                role.stop(now=True)

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -55,10 +52,6 @@ OUTCOME_SECONDS = 10.0
 HEARTBEAT_TIMEOUT_FLOOR = 0.5
 
 
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 @dataclass(eq=False, slots=True)
 class Attempt:
     """One attempt of a job that this worker holds the lease of, from its claim until its
@@ -74,6 +67,10 @@ class Attempt:
 
 
 class Worker:
+    """The worker role: claims jobs of its queues, runs their handlers, writes outcomes."""
+
+    name = "worker"
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -81,14 +78,15 @@ class Worker:
         notifier: Notifier,
         registry: Registry,
         settings: Settings,
-        worker_id: str | None = None,
+        *,
+        worker_id: str,
     ) -> None:
         self.pool = pool
         self.url = url
         self.notifier = notifier
         self.registry = registry
         self.settings = settings
-        self.id = worker_id or new_worker_id()
+        self.id = worker_id
         self.completer = Completer(
             url,
             self.id,
@@ -106,6 +104,18 @@ class Worker:
         self._held: dict[uuid.UUID, Attempt] = {}
         self._slot_freed = {queue: asyncio.Event() for queue in settings.queues}
         self._in_flight = dict.fromkeys(settings.queues, 0)
+
+    @property
+    def stop_seconds(self) -> float:
+        """run() bounds its own shutdown (grace, then each step with a timeout); this is
+        the margin past which the server cancels it anyway."""
+        return (
+            self.settings.shutdown_grace_seconds
+            + CLAIM_STOP_SECONDS
+            + CANCEL_SECONDS
+            + OUTCOME_SECONDS
+            + CLAIM_STOP_SECONDS  # the release
+        )
 
     @property
     def in_flight(self) -> dict[str, int]:

@@ -13,6 +13,7 @@ import asyncpg
 
 from aqueue.notifier import Notifier
 from aqueue.registry import Registry, builtin_registry
+from aqueue.server import new_process_id
 from aqueue.settings import Settings
 from aqueue.worker import Worker
 
@@ -59,7 +60,7 @@ async def running_worker(
     if registry is not None:
         reg.include(registry)
     notifier = Notifier(url)
-    worker = Worker(pool, url, notifier, reg, fast_settings(**settings))
+    worker = Worker(pool, url, notifier, reg, fast_settings(**settings), worker_id=new_process_id())
     tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(worker.run())]
     await asyncio.wait_for(notifier.connected.wait(), 10)
     running = RunningWorker(worker, notifier, tasks)

@@ -19,6 +19,7 @@ from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
 from aqueue.db import is_connection_error
+from aqueue.notifier import Notifier
 from aqueue.settings import Settings
 
 log = logging.getLogger("aqueue.api")
@@ -84,7 +85,12 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
-def create_app(pool: asyncpg.Pool, settings: Settings) -> Starlette:
+def create_app(
+    pool: asyncpg.Pool, settings: Settings, notifier: Notifier | None = None
+) -> Starlette:
+    """The API. `notifier` is the process's one LISTEN connection, which long-polls wait
+    on; without one (an app mounted on its own) they look at the job every poll
+    interval instead."""
     hosts = settings.api_allowed_hosts
     app = Starlette(
         middleware=[]
@@ -105,4 +111,5 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> Starlette:
     )
     app.state.pool = pool
     app.state.settings = settings
+    app.state.notifier = notifier
     return app

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aqueue import store
+from aqueue import producer, store
 from aqueue.api.errors import ApiError, read_json
 from aqueue.model import (
     COMPAT_STATUS,
@@ -45,7 +45,7 @@ async def create_job(request: Request) -> JSONResponse:
         spec = parse_job_spec(data, _settings(request).max_payload_bytes)
     except ValidationError as exc:
         raise ApiError(422, str(exc)) from None
-    job, created = await store.insert_job(request.app.state.pool, spec)
+    job, created = await producer.submit(request.app.state.pool, spec)
     return JSONResponse(job.to_json(), status_code=201 if created else 200)
 
 
@@ -105,7 +105,7 @@ async def submit_job_compat(request: Request) -> JSONResponse:
         spec = parse_job_spec(fields, _settings(request).max_payload_bytes)
     except ValidationError as exc:
         raise ApiError(422, str(exc).replace("'type'", "'task'")) from None
-    job, created = await store.insert_job(request.app.state.pool, spec)
+    job, created = await producer.submit(request.app.state.pool, spec)
     return JSONResponse({"job_id": str(job.id)}, status_code=201 if created else 200)
 
 

@@ -269,7 +269,7 @@ async def test_a_reclaimed_job_waits_out_the_retry_backoff(pool):
     await store.claim(pool, "default", 1, "dead-worker", 0.05)
     await asyncio.sleep(0.1)
     settings = fast_settings(backoff_base_seconds=10, backoff_cap_seconds=10)
-    assert await Reaper(pool, settings).reap() == 1
+    assert await Reaper(pool, settings, "test").reap() == 1
     reclaimed = await job_row(pool, job.id)
     due_in = await pool.fetchval(
         "SELECT extract(epoch FROM run_after - now()) FROM jobs WHERE id = $1", job.id
@@ -297,7 +297,7 @@ async def test_leases_hold_while_handlers_hold_every_pooled_connection(pool, db_
         await asyncio.sleep(2.5)
 
     reaper_pool = await create_pool(db_url, min_size=1, max_size=2)
-    reaper = Reaper(reaper_pool, fast_settings(reaper_interval_seconds=0.1))
+    reaper = Reaper(reaper_pool, fast_settings(reaper_interval_seconds=0.1), "test")
     reaping = asyncio.create_task(reaper.run())
     try:
         async with running_worker(
@@ -341,7 +341,7 @@ async def test_a_worker_that_cannot_renew_for_a_whole_lease_stops_its_handler(po
             await locker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job.id)
             await wait_for(lambda: _ended(spans), timeout=5)
         # the lease ran out meanwhile: a reaper hands the job out again
-        await wait_for(lambda: Reaper(pool, fast_settings()).reap(), timeout=5)
+        await wait_for(lambda: Reaper(pool, fast_settings(), "test").reap(), timeout=5)
         done = await wait_status(pool, job.id, JobStatus.COMPLETED)
     assert done.attempts == 2
     first, second = spans

@@ -13,7 +13,7 @@ async def test_an_expired_lease_goes_back_to_retry_and_is_recorded(pool):
     job = await enqueue(pool, "demo.echo", {})
     await store.claim(pool, "default", 1, "dead-worker", 0.05)
     await asyncio.sleep(0.1)
-    reaper = Reaper(pool, fast_settings())
+    reaper = Reaper(pool, fast_settings(), "test")
     assert await reaper.reap() == 1
     reclaimed = await store.get_job(pool, job.id)
     assert reclaimed is not None
@@ -27,7 +27,7 @@ async def test_an_expired_lease_with_no_attempts_left_goes_dead(pool):
     job = await enqueue(pool, "demo.echo", {}, max_attempts=1)
     await store.claim(pool, "default", 1, "dead-worker", 0.05)
     await asyncio.sleep(0.1)
-    await Reaper(pool, fast_settings()).reap()
+    await Reaper(pool, fast_settings(), "test").reap()
     dead = await store.get_job(pool, job.id)
     assert dead is not None and dead.status is JobStatus.DEAD
     assert dead.finished_at is not None
@@ -36,7 +36,7 @@ async def test_an_expired_lease_with_no_attempts_left_goes_dead(pool):
 async def test_a_live_lease_is_left_alone(pool):
     job = await enqueue(pool, "demo.echo", {})
     await store.claim(pool, "default", 1, "busy-worker", 30)
-    assert await Reaper(pool, fast_settings()).reap() == 0
+    assert await Reaper(pool, fast_settings(), "test").reap() == 0
     running = await store.get_job(pool, job.id)
     assert running is not None and running.status is JobStatus.RUNNING
 
@@ -46,7 +46,7 @@ async def test_the_reaper_reclaims_more_than_one_batch(pool):
         await enqueue(pool, "demo.echo", {})
     await store.claim(pool, "default", 5, "dead-worker", 0.05)
     await asyncio.sleep(0.1)
-    assert await Reaper(pool, fast_settings(reaper_batch=2)).reap() == 5
+    assert await Reaper(pool, fast_settings(reaper_batch=2), "test").reap() == 5
 
 
 async def test_reclaimed_jobs_wake_the_workers_of_their_queue(pool, db_url):
@@ -60,7 +60,7 @@ async def test_reclaimed_jobs_wake_the_workers_of_their_queue(pool, db_url):
         await store.claim(pool, "email", 1, "dead-worker", 0.05)
         await asyncio.sleep(0.1)
         heard.clear()
-        await Reaper(pool, fast_settings()).reap()
+        await Reaper(pool, fast_settings(), "test").reap()
         await asyncio.sleep(0.1)
         assert heard == ["email"]
     finally:
