@@ -140,6 +140,11 @@ class Completer:
     async def _record(self, conn: asyncpg.Connection, batch: Sequence[Outcome]) -> set[uuid.UUID]:
         accepted = await store.record_outcomes(conn, batch, self._worker_id)
         if len(accepted) < len(batch):
+            # Refused: jobs others depend on (written with their consequences here), lost
+            # leases, or claims PostgreSQL forgot in a crash (written back).
+            refused = [o for o in batch if o.job.lease_token not in accepted]
+            accepted |= await store.finish_with_dependents(conn, refused, self._worker_id)
+        if len(accepted) < len(batch):
             accepted |= await self._restore_forgotten(conn, batch, accepted)
         await self._wake_for_retries(conn, batch, accepted)
         return accepted

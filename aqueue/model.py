@@ -60,6 +60,10 @@ class JobSpec:
     run_after: datetime | None = None
     max_attempts: int = 5
     idempotency_key: str | None = None
+    # seconds an attempt may run before its handler is cancelled (None: the task's default)
+    timeout_seconds: float | None = None
+    # jobs that must all COMPLETE before this one starts
+    depends_on: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,9 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    timeout_seconds: float | None = None
+    # how many of the jobs it depends on have not completed yet
+    waiting_for: int = 0
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> Job:
@@ -145,10 +152,25 @@ def backoff_seconds(
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.:\-]")
 MAX_PRIORITY = 1000
+# The effective priority of a job that waited longer than --promote-after: above any a
+# producer can give, so it is next in its queue whatever keeps arriving (see promote).
+PROMOTED_PRIORITY = MAX_PRIORITY + 1
 MAX_ATTEMPTS_LIMIT = 100
 MAX_IDEMPOTENCY_KEY = 255
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+MAX_DEPENDENCIES = 1000
 JOB_FIELDS = frozenset(
-    {"type", "payload", "queue", "priority", "run_after", "max_attempts", "idempotency_key"}
+    {
+        "type",
+        "payload",
+        "queue",
+        "priority",
+        "run_after",
+        "max_attempts",
+        "idempotency_key",
+        "timeout_seconds",
+        "depends_on",
+    }
 )
 
 
@@ -294,7 +316,39 @@ def _check_spec_values(spec: JobSpec) -> JobSpec:
                 f"'idempotency_key' must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
             )
         _check_text("'idempotency_key'", key)
+    if spec.timeout_seconds is not None:
+        check_timeout(spec.timeout_seconds)
+    if spec.depends_on:
+        if len(spec.depends_on) > MAX_DEPENDENCIES:
+            raise ValidationError(f"'depends_on' lists at most {MAX_DEPENDENCIES} jobs")
+        if not all(isinstance(i, uuid.UUID) for i in spec.depends_on):
+            raise ValidationError("'depends_on' must list job ids (UUIDs)")
     return spec
+
+
+def check_timeout(value: object, name: str = "timeout_seconds") -> float:
+    """A per-attempt time limit in seconds: a number above 0, at most a week."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"'{name}' must be a number of seconds")
+    if not (0 < value <= MAX_TIMEOUT_SECONDS) or math.isnan(value):
+        raise ValidationError(
+            f"'{name}' must be greater than 0 and at most {MAX_TIMEOUT_SECONDS:.0f} seconds"
+        )
+    return float(value)
+
+
+def _parse_depends_on(value: object) -> tuple[uuid.UUID, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("'depends_on' must be a list of job ids")
+    ids = []
+    for item in value:
+        try:
+            ids.append(uuid.UUID(item))
+        except ValueError:
+            raise ValidationError(f"'depends_on': {item!r} is not a job id (a UUID)") from None
+    return tuple(dict.fromkeys(ids))
 
 
 def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
@@ -321,6 +375,8 @@ def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
             run_after=None if run_after is None else parse_timestamp("run_after", run_after),
             max_attempts=data.get("max_attempts", 5),
             idempotency_key=data.get("idempotency_key"),
+            timeout_seconds=data.get("timeout_seconds"),
+            depends_on=_parse_depends_on(data.get("depends_on")),
         )
     )
 

@@ -15,10 +15,13 @@ import asyncpg
 
 from aqueue import store
 from aqueue.db import Outage, is_connection_error
-from aqueue.model import JobStatus
+from aqueue.model import PROMOTED_PRIORITY, JobStatus
 from aqueue.settings import Settings
 
 log = logging.getLogger("aqueue.reaper")
+
+# A stopped or lost process's row in the workers table is kept this long, then pruned.
+WORKER_ROWS_KEPT_SECONDS = 24 * 3600.0
 
 
 class Reaper:
@@ -40,7 +43,7 @@ class Reaper:
         outage = Outage(log, "reaping")
         while not self._stopped.is_set():
             try:
-                await self.reap()
+                await self.maintain()
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -49,6 +52,33 @@ class Reaper:
                 outage.ended()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), self.settings.reaper_interval_seconds)
+
+    async def maintain(self) -> None:
+        """One round: expired leases, starving jobs, and registry rows long gone."""
+        await self.reap()
+        await self.promote()
+        await store.prune_workers(self.pool, WORKER_ROWS_KEPT_SECONDS)
+
+    async def promote(self) -> int:
+        """Priorities that cannot starve: jobs due for longer than --promote-after go
+        first in their queue (see the statement)."""
+        total = 0
+        while True:
+            promoted = await store.promote_starving(
+                self.pool,
+                self.settings.promote_after_seconds,
+                self.settings.reaper_batch,
+                PROMOTED_PRIORITY,
+            )
+            total += promoted
+            if promoted < self.settings.reaper_batch:
+                if total:
+                    log.info(
+                        "promoted %d jobs waiting longer than %gs",
+                        total,
+                        self.settings.promote_after_seconds,
+                    )
+                return total
 
     async def reap(self) -> int:
         """Reclaim every expired lease now; returns how many jobs were reclaimed."""

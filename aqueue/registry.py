@@ -14,56 +14,83 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from aqueue.model import check_name
+from aqueue.model import ValidationError, check_name, check_timeout
 from aqueue.store import ClaimedJob
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
+# A plain `def` handler: run in the worker's thread pool (see Task.blocking).
+BlockingHandler = Callable[[Any, "JobContext"], Any]
+AnyHandler = Handler | BlockingHandler
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A registered job type: its handler, whether that blocks (a plain function, run in
+    a thread), and its default per-attempt time limit (None: none)."""
+
+    fn: AnyHandler
+    blocking: bool
+    timeout: float | None = None
 
 
 class Registry:
     """Job type names mapped to handlers: `async def handler(payload, ctx) -> result`."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, Handler] = {}
+        self._tasks: dict[str, Task] = {}
 
-    def task(self, name: str) -> Callable[[Handler], Handler]:
-        """Register the decorated coroutine function as the handler of job type `name`."""
+    def task(
+        self, name: str, *, timeout: float | None = None
+    ) -> Callable[[AnyHandler], AnyHandler]:
+        """Register the decorated function as the handler of job type `name`: an `async
+        def` runs on the event loop; a plain `def` (blocking code: requests, an ORM) runs
+        in the worker's thread pool. `timeout`: seconds an attempt may run, unless the job
+        says otherwise (its timeout_seconds)."""
 
-        def register(fn: Handler) -> Handler:
-            self.register(name, fn)
+        def register(fn: AnyHandler) -> AnyHandler:
+            self.register(name, fn, timeout=timeout)
             return fn
 
         return register
 
-    def register(self, name: str, fn: Handler) -> None:
+    def register(self, name: str, fn: AnyHandler, *, timeout: float | None = None) -> None:
         check_name("type", name)
-        if not asyncio.iscoroutinefunction(fn):
-            raise TypeError(f"the handler of {name!r} must be an async function")
-        if name in self._handlers and self._handlers[name] is not fn:
+        if not callable(fn):
+            raise TypeError(f"the handler of {name!r} must be a function")
+        if timeout is not None:
+            try:
+                timeout = check_timeout(timeout, "timeout")
+            except ValidationError as exc:
+                raise ValueError(f"task {name!r}: {exc}") from None
+        task = Task(fn, blocking=not inspect.iscoroutinefunction(fn), timeout=timeout)
+        existing = self._tasks.get(name)
+        if existing is not None and existing != task:
             raise ValueError(f"job type {name!r} is already registered")
-        self._handlers[name] = fn
+        self._tasks[name] = task
 
     def include(self, other: Registry) -> None:
-        for name, fn in other._handlers.items():
-            self.register(name, fn)
+        for name, task in other._tasks.items():
+            self.register(name, task.fn, timeout=task.timeout)
 
-    def get(self, name: str) -> Handler | None:
-        return self._handlers.get(name)
+    def get(self, name: str) -> Task | None:
+        return self._tasks.get(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._handlers
+        return name in self._tasks
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._handlers))
+        return iter(sorted(self._tasks))
 
 
 class JobContext:

@@ -53,6 +53,10 @@ class Settings:
     migration_lock_timeout_seconds: float = 10.0
     # Host headers the API answers (`*` any); None: chosen by `host`, see api_allowed_hosts
     allowed_hosts: tuple[str, ...] | None = None
+    # threads for plain `def` handlers (blocking code), per worker process
+    threads: int = 10
+    # a runnable job due for longer than this gets the promoted priority (cannot starve)
+    promote_after_seconds: float = 60.0
     # a filtered GET /jobs examines at most this many jobs per page (see list_jobs_bounded)
     list_scan_limit: int = 10_000
 
@@ -104,6 +108,8 @@ ENV_VARS = {
     "pool_max_size": "AQUEUE_POOL_SIZE",
     "log_level": "AQUEUE_LOG_LEVEL",
     "migration_lock_timeout_seconds": "AQUEUE_MIGRATION_LOCK_TIMEOUT",
+    "threads": "AQUEUE_THREADS",
+    "promote_after_seconds": "AQUEUE_PROMOTE_AFTER",
 }
 # QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
 ENV_FALLBACKS = {"queues": "QUEUE"}

@@ -3,16 +3,19 @@ live in sql/queries.sql under `-- name: x --` headers, loaded once at import."""
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import asyncpg
+
 from aqueue.db import sql_dir
-from aqueue.model import Job, JobSpec, JobStatus, uuid7, uuid7s
+from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, uuid7, uuid7s
 
 
 class Executor(Protocol):
@@ -50,7 +53,10 @@ async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
         spec.run_after,
         spec.max_attempts,
         spec.idempotency_key,
+        spec.timeout_seconds,
     )
+    if spec.depends_on:
+        return await _insert_dependent_job(db, spec, args)
     # Two tries: the existing row can vanish between the conflict and the read only if
     # retention deleted it in between; then the second insert simply succeeds.
     for _ in range(2):
@@ -68,6 +74,11 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
     idempotent repeat, the existing job's id)."""
     if not specs:
         return []
+    if any(s.depends_on for s in specs):
+        # Each job with dependencies locks its parents: one at a time, in one
+        # transaction, so that the batch still commits (or fails) as a whole.
+        async with transaction(db) as conn:
+            return [(await insert_job(conn, s))[0].id for s in specs]
     ids = uuid7s(len(specs))
     rows = [
         {
@@ -79,6 +90,7 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
             "run_after": None if s.run_after is None else s.run_after.isoformat(),
             "max_attempts": s.max_attempts,
             "idempotency_key": s.idempotency_key,
+            "timeout_seconds": s.timeout_seconds,
         }
         for s, job_id in zip(specs, ids, strict=True)
     ]
@@ -219,6 +231,9 @@ class ClaimedJob:
     def started_at(self) -> datetime:
         return datetime.fromtimestamp(self.started_epoch, UTC)
 
+    # seconds this attempt may run (None: the task's default, if any)
+    timeout_seconds: float | None = None
+
 
 async def claim(
     db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
@@ -291,19 +306,21 @@ async def restore_forgotten(
     if not outcomes:
         return set()
     ordered = _by_id(outcomes)
-    rows = await db.fetch(
-        Q["restore_forgotten"],
-        [o.job_id for o in ordered],
-        [o.lease_token for o in ordered],
-        [o.job.attempt for o in ordered],
-        [o.job.started_epoch for o in ordered],
-        [o.status.value for o in ordered],
-        [o.result for o in ordered],
-        [o.error for o in ordered],
-        [o.retry_in for o in ordered],
-        worker_id,
-        lease_seconds,
-    )
+    async with transaction(db) as conn:
+        rows = await conn.fetch(
+            Q["restore_forgotten"],
+            [o.job_id for o in ordered],
+            [o.lease_token for o in ordered],
+            [o.job.attempt for o in ordered],
+            [o.job.started_epoch for o in ordered],
+            [o.status.value for o in ordered],
+            [o.result for o in ordered],
+            [o.error for o in ordered],
+            [o.retry_in for o in ordered],
+            worker_id,
+            lease_seconds,
+        )
+        await settle(conn, [Ended.of(r) for r in rows])
     restored = {r["id"] for r in rows}
     return {o.lease_token for o in ordered if o.job_id in restored}
 
@@ -356,16 +373,18 @@ async def release_jobs(
     if not leases:
         return []
     ordered = sorted(leases)
-    rows = await db.fetch(
-        Q["release_jobs"],
-        [i for i, _ in ordered],
-        [t for _, t in ordered],
-        reason,
-        worker_id,
-        free_releases,
-        backoff_base,
-        backoff_cap,
-    )
+    async with transaction(db) as conn:
+        rows = await conn.fetch(
+            Q["release_jobs"],
+            [i for i, _ in ordered],
+            [t for _, t in ordered],
+            reason,
+            worker_id,
+            free_releases,
+            backoff_base,
+            backoff_cap,
+        )
+        await settle(conn, [Ended.of(r) for r in rows])
     released = [Released(r["id"], JobStatus(r["status"]), r["queue"]) for r in rows]
     await notify_queues(db, {r.queue for r in released if r.status is JobStatus.RETRY})
     return released
@@ -387,7 +406,305 @@ async def reclaim_expired(
     db: Executor, limit: int, reaper_id: str, backoff_base: float, backoff_cap: float
 ) -> list[Reclaimed]:
     """Expired leases back to RETRY after the retry backoff (or DEAD); at most `limit`."""
-    rows = await db.fetch(Q["reclaim_expired"], limit, reaper_id, backoff_base, backoff_cap)
+    async with transaction(db) as conn:
+        rows = await conn.fetch(Q["reclaim_expired"], limit, reaper_id, backoff_base, backoff_cap)
+        await settle(conn, [Ended.of(r) for r in rows])
     reclaimed = [Reclaimed(r["id"], JobStatus(r["status"]), r["queue"]) for r in rows]
     await notify_queues(db, {r.queue for r in reclaimed if r.status is JobStatus.RETRY})
     return reclaimed
+
+
+# --- transactions -----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def transaction(db: Executor) -> AsyncIterator[Any]:
+    """A transaction on `db`: a pool lends a connection for it; a connection opens one (a
+    savepoint when it is already in one)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        assert isinstance(db, asyncpg.Connection)
+        async with db.transaction():
+            yield db
+
+
+# --- what a job's end means for others --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A job some statement ended (or moved on), with what follows from it."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    has_dependents: bool
+    notify_finish: bool
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Ended:
+        return cls(row["id"], JobStatus(row["status"]), row["has_dependents"], row["notify_finish"])
+
+
+async def settle(db: Executor, ended: Sequence[Ended]) -> None:
+    """Release the dependents of COMPLETED jobs, cancel those of DEAD or CANCELLED ones
+    (and theirs), and notify whoever waits for a finished job. Run it in the transaction
+    of the statement that ended them: a crash in between must not leave dependents
+    waiting for ever."""
+    completed = [e.job_id for e in ended if e.has_dependents and e.status is JobStatus.COMPLETED]
+    failed = [
+        e for e in ended if e.has_dependents and e.status in (JobStatus.DEAD, JobStatus.CANCELLED)
+    ]
+    watched = [e.job_id for e in ended if e.notify_finish and e.status in FINAL_STATUSES]
+    if completed:
+        await db.fetchval(Q["release_dependents"], sorted(completed))
+    if failed:
+        rows = await db.fetch(
+            Q["cancel_dependents"], [e.job_id for e in failed], [e.status.value for e in failed]
+        )
+        watched += [r["id"] for r in rows]
+    if watched:
+        await db.execute(Q["notify_finished"], watched)
+
+
+async def finish_with_dependents(
+    db: Executor, outcomes: Sequence[Outcome], worker_id: str
+) -> set[uuid.UUID]:
+    """record_outcomes for jobs that others depend on (it refuses them): each outcome with
+    its consequences, in one transaction per job. Returns the lease tokens accepted; the
+    others were refused by the lease."""
+    accepted: set[uuid.UUID] = set()
+    for outcome in _by_id(outcomes):
+        async with transaction(db) as conn:
+            row = await conn.fetchrow(
+                Q["finish_with_dependents"],
+                outcome.job_id,
+                outcome.lease_token,
+                outcome.status.value,
+                outcome.result,
+                outcome.error,
+                outcome.retry_in,
+                worker_id,
+            )
+            if row is None:
+                continue
+            await settle(conn, [Ended.of(row)])
+            accepted.add(outcome.lease_token)
+    return accepted
+
+
+class UnknownDependency(LookupError):
+    """A job named in depends_on does not exist."""
+
+
+async def _insert_dependent_job(
+    db: Executor, spec: JobSpec, args: tuple[Any, ...]
+) -> tuple[Job, bool]:
+    parents = sorted(set(spec.depends_on))
+    async with transaction(db) as conn:
+        if spec.idempotency_key is not None:
+            row = await conn.fetchrow(Q["job_by_key"], spec.idempotency_key)
+            if row is not None:
+                return Job.from_record(row), False
+        found = {
+            r["id"]: JobStatus(r["status"]) for r in await conn.fetch(Q["mark_parents"], parents)
+        }
+        unknown = [str(p) for p in parents if p not in found]
+        if unknown:
+            raise UnknownDependency(f"'depends_on' names unknown job(s): {', '.join(unknown)}")
+        failed = next(
+            (p for p in parents if found[p] in (JobStatus.DEAD, JobStatus.CANCELLED)), None
+        )
+        reason = (
+            None
+            if failed is None
+            else f"cancelled: job {failed}, which it depends on, ended {found[failed]}"
+        )
+        waiting = [p for p in parents if found[p] is not JobStatus.COMPLETED]
+        row = await conn.fetchrow(Q["insert_dependent_job"], *args, len(waiting), parents, reason)
+        if row is None:  # an idempotency key inserted concurrently: that job it is
+            row = await conn.fetchrow(Q["job_by_key"], spec.idempotency_key)
+            return Job.from_record(row), False
+        return Job.from_record(row), True
+
+
+async def job_dependencies(db: Executor, job_id: uuid.UUID) -> list[uuid.UUID]:
+    return [r["parent_id"] for r in await db.fetch(Q["job_dependencies"], job_id)]
+
+
+# --- operator actions -------------------------------------------------------------------
+
+
+class JobNotFound(LookupError):
+    """No job has this id."""
+
+
+class JobStateError(Exception):
+    """The job is in a status that does not allow this action; the message says which."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+async def cancel_job(
+    db: Executor, job_id: uuid.UUID, reason: str = "cancelled by an operator"
+) -> Job:
+    """CANCEL a pending, delayed, retrying or running job (a running one's worker is told
+    and stops its handler; its outcome is refused by the lease). Raises JobNotFound, or
+    JobStateError for a job that already finished."""
+    async with transaction(db) as conn:
+        locked = await conn.fetchrow(Q["lock_job"], job_id)
+        if locked is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        status = JobStatus(locked["status"])
+        if status in FINAL_STATUSES:
+            job = await get_job(conn, job_id)
+            assert job is not None
+            raise JobStateError(f"job {job_id} already finished: it is {status}", job)
+        running = status is JobStatus.RUNNING
+        row = await conn.fetchrow(Q["cancel_job"], job_id, reason, locked["locked_by"], running)
+        await settle(conn, [Ended.of(row)])
+        return Job.from_record(row)
+
+
+async def watch_job(db: Executor, job_id: uuid.UUID) -> None:
+    """Have this job's end notified on the job-finished topic (see Notifier.finished)."""
+    await db.execute(Q["watch_job"], job_id)
+
+
+async def set_queue_paused(db: Executor, queue: str, paused: bool) -> None:
+    """Pause (no worker claims from it, also after a restart) or resume a queue, and tell
+    every worker at once."""
+    await db.fetchrow(Q["set_queue_paused"], queue, paused)
+
+
+async def paused_queues(db: Executor) -> list[str]:
+    return [r["name"] for r in await db.fetch(Q["paused_queues"])]
+
+
+async def promote_starving(db: Executor, after_seconds: float, limit: int, to: int) -> int:
+    """Give jobs due for longer than `after_seconds` the promoted priority `to`."""
+    return int(await db.fetchval(Q["promote_starving"], after_seconds, limit, to))
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    paused: bool
+    depth: dict[str, int]
+    oldest_pending_seconds: float | None
+    completed_recently: int
+    failed_recently: int
+    workers: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "paused": self.paused,
+            "depth": self.depth,
+            "oldest_pending_seconds": self.oldest_pending_seconds,
+            "completed_last_minute": self.completed_recently,
+            "failed_last_minute": self.failed_recently,
+            "workers": self.workers,
+        }
+
+
+DEPTH_KEYS = ("pending", "scheduled", "waiting", "retry", "running", "dead", "cancelled")
+
+
+async def queue_overview(
+    db: Executor, recent_seconds: float = 60.0, lost_after_seconds: float = 30.0
+) -> list[QueueInfo]:
+    rows = await db.fetch(Q["queue_overview"], recent_seconds, lost_after_seconds)
+    return [
+        QueueInfo(
+            name=r["name"],
+            paused=r["paused"],
+            depth={k: r[k] for k in DEPTH_KEYS},
+            oldest_pending_seconds=r["oldest_pending_seconds"],
+            completed_recently=r["completed_recently"],
+            failed_recently=r["failed_recently"],
+            workers=list(r["workers"]),
+        )
+        for r in rows
+    ]
+
+
+# --- the registry of live processes ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    version: str
+    roles: list[str]
+    queues: dict[str, int]
+    running: int
+    started_at: datetime
+    last_heartbeat: datetime
+    stopped_at: datetime | None
+    state: str  # alive, lost or stopped
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "version": self.version,
+            "roles": self.roles,
+            "queues": self.queues,
+            "running": self.running,
+            "started_at": self.started_at.isoformat(),
+            "last_heartbeat": self.last_heartbeat.isoformat(),
+            "stopped_at": None if self.stopped_at is None else self.stopped_at.isoformat(),
+            "state": self.state,
+        }
+
+
+async def worker_heartbeat(
+    db: Executor,
+    worker_id: str,
+    *,
+    host: str,
+    pid: int,
+    version: str,
+    roles: Sequence[str],
+    queues: Mapping[str, int],
+    running: int,
+) -> None:
+    await db.execute(
+        Q["worker_heartbeat"], worker_id, host, pid, version, list(roles), dict(queues), running
+    )
+
+
+async def worker_stopped(db: Executor, worker_id: str) -> None:
+    await db.execute(Q["worker_stopped"], worker_id)
+
+
+async def list_workers(db: Executor, lost_after_seconds: float) -> list[WorkerInfo]:
+    rows = await db.fetch(Q["list_workers"], lost_after_seconds)
+    return [
+        WorkerInfo(
+            id=r["id"],
+            host=r["host"],
+            pid=r["pid"],
+            version=r["version"],
+            roles=list(r["roles"]),
+            queues=dict(r["queues"]),
+            running=r["running"],
+            started_at=r["started_at"],
+            last_heartbeat=r["last_heartbeat"],
+            stopped_at=r["stopped_at"],
+            state=r["state"],
+        )
+        for r in rows
+    ]
+
+
+async def prune_workers(db: Executor, older_than_seconds: float) -> int:
+    status = await db.execute(Q["prune_workers"], older_than_seconds)
+    return int(status.split()[-1])

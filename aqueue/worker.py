@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import traceback
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 import asyncpg
 
@@ -29,8 +33,8 @@ from aqueue import store
 from aqueue.completer import Completer, Written
 from aqueue.db import Outage, OwnConnection, connect, is_connection_error
 from aqueue.model import JobStatus, backoff_seconds, check_result, storable_text
-from aqueue.notifier import Notifier
-from aqueue.registry import JobContext, Registry
+from aqueue.notifier import Notifier, Topic
+from aqueue.registry import JobContext, Registry, Task
 from aqueue.settings import Settings
 from aqueue.store import ClaimedJob, Outcome
 
@@ -50,6 +54,13 @@ HURRY_SECONDS = 1.0
 # database that does not answer.
 OUTCOME_SECONDS = 10.0
 HEARTBEAT_TIMEOUT_FLOOR = 0.5
+
+
+def aqueue_version() -> str:
+    try:
+        return version("aqueue")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(eq=False, slots=True)
@@ -104,6 +115,11 @@ class Worker:
         self._held: dict[uuid.UUID, Attempt] = {}
         self._slot_freed = {queue: asyncio.Event() for queue in settings.queues}
         self._in_flight = dict.fromkeys(settings.queues, 0)
+        # plain `def` handlers run here, so that blocking code never blocks the event loop
+        # (and with it every other job's heartbeat); made on first use
+        self._threads: ThreadPoolExecutor | None = None
+        notifier.on(Topic.CANCEL, self._cancel_notified)
+        notifier.on(Topic.QUEUE, self._queue_changed)
 
     @property
     def stop_seconds(self) -> float:
@@ -163,6 +179,11 @@ class Worker:
                 task.cancel()
             await asyncio.gather(stop, *claimers, return_exceptions=True)
             await asyncio.shield(self._shutdown(completer, heartbeat))
+            await asyncio.shield(self._say_stopped())
+            if self._threads is not None:
+                # A thread cannot be stopped: one still running keeps its job's outcome
+                # to itself (it is discarded) and may delay the exit of the process.
+                self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _until_hurried(self, tasks: Sequence[asyncio.Future[None]], timeout: float) -> None:
         """Wait for the tasks, at most `timeout` seconds, and not past a second signal."""
@@ -332,6 +353,25 @@ class Worker:
         self._in_flight[job.queue] += 1
         attempt.task = asyncio.create_task(self._run_job(attempt), name=f"aqueue-job-{job.id}")
 
+    def _cancel_notified(self, payload: str) -> None:
+        """An operator cancelled a job: if it runs here, stop its handler now. (The lease
+        went with the cancel, so its outcome would be refused anyway; a worker that misses
+        this notification finds the lease gone at its next heartbeat.)"""
+        try:
+            job_id = uuid.UUID(payload)
+        except ValueError:
+            return
+        attempt = self._held.get(job_id)
+        if attempt is not None and not attempt.done:
+            log.info("job %s: cancelled; stopping its handler", job_id)
+            self._let_go(attempt)
+
+    def _queue_changed(self, queue: str) -> None:
+        """A queue was paused or resumed: its claim loop looks again (the pause itself is
+        checked by the claim statement, so nothing here can get it wrong)."""
+        if queue in self._slot_freed:
+            self.notifier.subscribe(queue).set()
+
     def _holds(self, attempt: Attempt) -> bool:
         return self._held.get(attempt.job.id) is attempt
 
@@ -372,16 +412,38 @@ class Worker:
                 self._slot_freed[job.queue].set()
 
     async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
-        handler = self.registry.get(job.type)
+        registered = self.registry.get(job.type)
+        limit: asyncio.Timeout | None = None
         try:
-            if handler is None:
+            if registered is None:
                 raise LookupError(
                     f"no handler for job type {job.type!r} on worker {self.id} "
                     f"(known: {', '.join(self.registry)}); start the worker with --app"
                 )
-            result = await handler(job.payload, ctx)
+            seconds = job.timeout_seconds
+            if seconds is None:
+                seconds = registered.timeout
+            if seconds is None:
+                result = await self._invoke(registered, job, ctx)
+            else:
+                limit = asyncio.timeout(seconds)
+                async with limit:
+                    result = await self._invoke(registered, job, ctx)
             if result is not None:
                 check_result(result, self.settings.max_payload_bytes)
+        except TimeoutError as exc:
+            if limit is None or not limit.expired() or registered is None:
+                return self._failure(job, exc)
+            return self._failed(
+                job,
+                f"JobTimeout: the attempt ran longer than its limit of {seconds:g}s and was "
+                "cancelled"
+                + (
+                    " (its thread cannot be stopped: it may still run; its result is discarded)"
+                    if registered.blocking
+                    else ""
+                ),
+            )
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -391,6 +453,16 @@ class Worker:
         except Exception as exc:
             return self._failure(job, exc)
         return Outcome(job, JobStatus.COMPLETED, result=result)
+
+    async def _invoke(self, task: Task, job: ClaimedJob, ctx: JobContext) -> object:
+        if not task.blocking:
+            return await task.fn(job.payload, ctx)
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(
+                self.settings.threads, thread_name_prefix="aqueue-handler"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, task.fn, job.payload, ctx)
 
     def _failure(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         error = "".join(traceback.format_exception(exc))
@@ -424,6 +496,8 @@ class Worker:
         conn = ctx.connection
         assert conn is not None
         accepted = await store.record_outcomes(conn, [outcome], self.id)
+        if not accepted:  # perhaps a job others depend on: written with what follows
+            accepted = await store.finish_with_dependents(conn, [outcome], self.id)
         if not accepted:
             log.warning(
                 "job %s: lease lost before completion; its writes are rolled back", ctx.job_id
@@ -466,10 +540,12 @@ class Worker:
         interval = self.settings.heartbeat_seconds
         own = OwnConnection(self.url, timeout=max(interval / 2, HEARTBEAT_TIMEOUT_FLOOR))
         try:
+            await self._say_alive(own)
             while True:
                 await asyncio.sleep(interval)
                 try:
                     await self._renew_leases(own)
+                    await self._say_alive(own)
                 except Exception as exc:
                     # Never fatal: a heartbeat that stopped would lose every lease.
                     own.discard()
@@ -523,6 +599,38 @@ class Worker:
                 # refused. Stop the duplicate.
                 log.warning("job %s: lease lost; cancelling its handler here", attempt.job.id)
                 self._let_go(attempt)
+
+    async def _say_alive(self, own: OwnConnection) -> None:
+        """This process's row in the workers table (GET /workers, GET /queues): one
+        statement per heartbeat, never one per job. A failure is only logged."""
+        try:
+            await store.worker_heartbeat(
+                await own.get(),
+                self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=aqueue_version(),
+                roles=self.settings.roles,
+                queues=self.settings.queues,
+                running=sum(self._in_flight.values()),
+            )
+        except Exception as exc:
+            own.discard()
+            if not is_connection_error(exc):
+                log.exception("writing this worker's registry row failed")
+
+    async def _say_stopped(self) -> None:
+        try:
+            async with asyncio.timeout(HURRY_SECONDS):
+                conn = await connect(self.url, HURRY_SECONDS)
+                try:
+                    await store.worker_stopped(conn, self.id)
+                finally:
+                    conn.terminate()
+        except Exception as exc:
+            if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
+                raise
+            log.info("could not mark this worker stopped (%s); it shows as lost", exc)
 
     def _let_go_unrenewed(self) -> None:
         """A handler whose lease went a whole lease period without a renewal reaching the

@@ -9,9 +9,9 @@
 -- An idempotency-key conflict returns no row; the caller then reads the existing job
 -- (a new statement, so it sees the winner's commit).
 WITH inserted AS (
-    INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts,
-                      idempotency_key)
-    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
+    INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
+                      max_attempts, idempotency_key, timeout_seconds)
+    VALUES ($1, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8, $9)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 )
@@ -23,13 +23,15 @@ SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM ins
 -- The batch arrives as one JSON array of jobs: one document to encode and parse, where
 -- eight parallel arrays cost ~30% of the insert rate in per-element encoding.
 WITH inserted AS (
-    INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts,
-                      idempotency_key)
-    SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_after, now()),
-           u.max_attempts, u.idempotency_key
+    INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
+                      max_attempts, idempotency_key, timeout_seconds)
+    SELECT u.id, u.type, u.payload, u.queue, u.priority, u.priority,
+           coalesce(u.run_after, now()), u.max_attempts, u.idempotency_key,
+           u.timeout_seconds
     FROM jsonb_to_recordset($1::jsonb)
          AS u(id uuid, type text, payload jsonb, queue text, priority int,
-              run_after timestamptz, max_attempts int, idempotency_key text)
+              run_after timestamptz, max_attempts int, idempotency_key text,
+              timeout_seconds float8)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue
 ), woken AS (
@@ -122,10 +124,15 @@ ORDER BY at, status = 'RUNNING' DESC;
 -- that has run before commits durably: a job whose handler crashes PostgreSQL (or has a
 -- backend OOM-killed) right after its claim cannot lose its attempts to crash recovery
 -- and crash-loop the database for ever; it reaches DEAD like any failing job.
+-- It reads jobs_claimable_idx alone: jobs still waiting for others (waiting_for > 0)
+-- are not in it, and a paused queue costs one primary-key probe of `queues` per claim
+-- (an InitPlan, evaluated once per statement, not per row).
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE status IN ('PENDING', 'RETRY') AND queue = $1 AND run_after <= now()
-    ORDER BY priority DESC, run_after
+    WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0 AND queue = $1
+      AND run_after <= now()
+      AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused)
+    ORDER BY effective_priority DESC, run_after
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -144,7 +151,8 @@ WITH picked AS (
     -- turns them into datetimes only if it asks.
     RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
               j.lease_token, date_part('epoch', j.created_at),
-              date_part('epoch', j.run_after), date_part('epoch', j.started_at)
+              date_part('epoch', j.run_after), date_part('epoch', j.started_at),
+              j.timeout_seconds
 )
 SELECT claimed.* FROM claimed,
     (SELECT set_config('synchronous_commit',
@@ -154,26 +162,29 @@ SELECT claimed.* FROM claimed,
 
 -- name: seconds_until_next_job --
 -- How long a worker of queue $1 may sleep before a delayed or retrying job comes due: the
--- earliest run_after among its runnable jobs (negative: one is due now). The index is
--- ordered by priority first, so this walks it one distinct priority at a time (a loose
--- index scan): a few index probes, where min(run_after) would read the whole backlog.
+-- earliest run_after among its runnable jobs (negative: one is due now; null: none, or
+-- the queue is paused). The index is ordered by effective priority first, so this walks
+-- it one distinct priority at a time (a loose index scan): a few index probes, where
+-- min(run_after) would read the whole backlog.
 WITH RECURSIVE priorities AS (
-    (SELECT priority FROM jobs
-     WHERE status IN ('PENDING', 'RETRY') AND queue = $1
-     ORDER BY priority DESC LIMIT 1)
+    (SELECT effective_priority AS priority FROM jobs
+     WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0 AND queue = $1
+     ORDER BY effective_priority DESC LIMIT 1)
     UNION ALL
-    SELECT (SELECT j.priority FROM jobs j
-            WHERE j.status IN ('PENDING', 'RETRY') AND j.queue = $1
-              AND j.priority < p.priority
-            ORDER BY j.priority DESC LIMIT 1)
+    SELECT (SELECT j.effective_priority FROM jobs j
+            WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue = $1
+              AND j.effective_priority < p.priority
+            ORDER BY j.effective_priority DESC LIMIT 1)
     FROM priorities p WHERE p.priority IS NOT NULL
 )
 SELECT extract(epoch FROM min(
            (SELECT j.run_after FROM jobs j
-            WHERE j.status IN ('PENDING', 'RETRY') AND j.queue = $1
-              AND j.priority = p.priority
+            WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue = $1
+              AND j.effective_priority = p.priority
             ORDER BY j.run_after LIMIT 1)) - now())::float8
-FROM priorities p WHERE p.priority IS NOT NULL;
+FROM priorities p
+WHERE p.priority IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused);
 
 -- name: record_outcomes --
 -- A batch of outcomes (COMPLETED, RETRY or DEAD) in one statement. A row is written only
@@ -183,6 +194,10 @@ FROM priorities p WHERE p.priority IS NOT NULL;
 -- probed (a hash join on the running jobs, probed by the outcomes in turn), so the rows
 -- are locked in id order, as in every multi-row statement here: two cannot deadlock.
 -- (The completer wakes the workers of a queue that got a RETRY: see notify_queues.)
+-- A job that others depend on is refused here (has_dependents): the completer writes its
+-- outcome with finish_with_dependents instead, which also releases or cancels them, so
+-- this statement stays as lean for every other job. A finished job someone waits for
+-- (notify_finish) is notified on aqueue_finished.
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[],
                          $6::float8[])
@@ -203,12 +218,17 @@ WITH outcome AS (
         updated_at = now()
     FROM outcome o
     WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
-    RETURNING j.id, o.token, j.status, j.attempts, j.started_at, o.error
+      AND NOT j.has_dependents
+    RETURNING j.id, o.token, j.status, j.attempts, j.started_at, o.error, j.queue,
+              j.notify_finish
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
-    SELECT id, status, attempts, $7, error, started_at FROM finished
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
+    SELECT id, status, attempts, $7, error, started_at, queue FROM finished
+), notices AS (
+    SELECT pg_notify('aqueue_finished', id::text) FROM finished
+    WHERE notify_finish AND status <> 'RETRY'
 )
-SELECT token FROM finished;
+SELECT token FROM finished WHERE (SELECT count(*) FROM notices) >= 0;
 
 -- name: restore_forgotten --
 -- Attempts whose claim PostgreSQL forgot: it crashed before the claim's asynchronous
@@ -249,15 +269,18 @@ WITH mine AS (
         updated_at = now()
     FROM mine m
     WHERE j.id = ANY(ARRAY(SELECT id FROM forgotten)) AND j.id = m.id
-    RETURNING j.id, j.status, j.attempts, j.started_at, j.queue, m.error
+    RETURNING j.id, j.status, j.attempts, j.started_at, j.queue, m.error, j.has_dependents,
+              j.notify_finish
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
-    SELECT id, status, attempts, $9, error, started_at FROM restored WHERE status <> 'RUNNING'
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
+    SELECT id, status, attempts, $9, error, started_at, queue FROM restored
+    WHERE status <> 'RUNNING'
 ), woken AS (
     SELECT pg_notify('aqueue_jobs', queue)
     FROM (SELECT DISTINCT queue FROM restored WHERE status = 'RETRY') q
 )
-SELECT id FROM restored WHERE (SELECT count(*) FROM woken) >= 0;
+SELECT id, status, has_dependents, notify_finish FROM restored
+WHERE (SELECT count(*) FROM woken) >= 0;
 
 -- name: extend_leases --
 -- The worker's heartbeat: renew the leases it still holds, one statement for all. It
@@ -315,14 +338,14 @@ WITH released AS (
     WHERE j.id = ANY($1::uuid[]) AND j.id = r.id AND j.lease_token = r.token
       AND j.status = 'RUNNING'
     RETURNING j.id, j.status, j.attempts, j.queue, j.started_at, j.last_error,
-              j.releases > $5 AS spent
+              j.releases > $5 AS spent, j.has_dependents, j.notify_finish
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
     SELECT id, status, CASE WHEN spent THEN attempts ELSE attempts + 1 END, $4, last_error,
-           started_at
+           started_at, queue
     FROM released  -- the attempt cut short
 )
-SELECT id, queue, status FROM released;
+SELECT id, queue, status, has_dependents, notify_finish FROM released;
 
 -- name: reclaim_expired --
 -- The reaper: jobs whose lease ran out (their worker died or hung) go back to RETRY after
@@ -348,12 +371,13 @@ WITH expired AS (
         lease_expires_at = NULL,
         updated_at = now()
     WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
-    RETURNING j.id, j.status, j.attempts, j.queue, j.last_error, j.started_at
+    RETURNING j.id, j.status, j.attempts, j.queue, j.last_error, j.started_at,
+              j.has_dependents, j.notify_finish
 ), logged AS (
-    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
-    SELECT id, status, attempts, $2, last_error, started_at FROM reclaimed
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
+    SELECT id, status, attempts, $2, last_error, started_at, queue FROM reclaimed
 )
-SELECT id, status, queue FROM reclaimed;
+SELECT id, status, queue, has_dependents, notify_finish FROM reclaimed;
 
 -- name: notify_queues --
 -- Wake the workers of these queues (jobs became runnable other than by an INSERT).
@@ -361,3 +385,312 @@ SELECT pg_notify('aqueue_jobs', q) FROM unnest($1::text[]) AS q;
 
 -- name: ping --
 SELECT 1;
+
+-- === operating the queue ================================================================
+-- What a job's end means for others (store.settle runs these in the transaction of the
+-- statement that ended it): jobs depending on a COMPLETED job wait for one fewer, jobs
+-- depending on one that ended DEAD or CANCELLED are CANCELLED themselves (and theirs in
+-- turn), and whoever waits for a finished job is notified.
+
+-- name: finish_with_dependents --
+-- record_outcomes for one job that others depend on (it refuses such jobs), fenced by
+-- the lease the same way. Returns the job's end, for store.settle.
+WITH finished AS (
+    UPDATE jobs j SET
+        status = $3,
+        result = $4,
+        last_error = coalesce($5, j.last_error),
+        run_after = CASE WHEN $3 = 'RETRY' THEN now() + make_interval(secs => $6)
+                         ELSE j.run_after END,
+        finished_at = CASE WHEN $3 = 'RETRY' THEN NULL ELSE now() END,
+        locked_by = NULL,
+        locked_at = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE j.id = $1 AND j.lease_token = $2 AND j.status = 'RUNNING'
+    RETURNING j.id, j.status, j.attempts, j.started_at, j.queue, j.has_dependents,
+              j.notify_finish
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
+    SELECT id, status, attempts, $7, $5, started_at, queue FROM finished
+)
+SELECT id, status, has_dependents, notify_finish FROM finished;
+
+-- name: release_dependents --
+-- Jobs waiting on these COMPLETED jobs ($1) wait for one fewer each; those that now wait
+-- for none become claimable, and their queues are woken. Rows locked in id order.
+WITH counts AS (
+    SELECT child_id, count(*) AS n FROM job_dependencies
+    WHERE parent_id = ANY($1::uuid[]) GROUP BY child_id
+), locked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id IN (SELECT child_id FROM counts) AND j.status = 'PENDING'
+      AND j.waiting_for > 0
+    ORDER BY j.id
+    FOR UPDATE OF j
+), released AS (
+    UPDATE jobs j SET waiting_for = j.waiting_for - c.n, updated_at = now()
+    FROM counts c
+    WHERE j.id = ANY(ARRAY(SELECT id FROM locked)) AND j.id = c.child_id
+    RETURNING j.queue, j.waiting_for
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue)
+    FROM (SELECT DISTINCT queue FROM released WHERE waiting_for = 0) q
+)
+SELECT count(*) FROM released WHERE (SELECT count(*) FROM woken) >= 0;
+
+-- name: cancel_dependents --
+-- Jobs waiting on these jobs ($1, which ended with statuses $2) are CANCELLED, naming
+-- the job they waited for; jobs waiting on those are cancelled in turn. Returns the
+-- cancelled jobs that someone waits for, to notify.
+WITH RECURSIVE ended AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS e(id, status)
+), doomed(id, cause, cause_status) AS (
+    SELECT d.child_id, d.parent_id, e.status
+    FROM job_dependencies d JOIN ended e ON e.id = d.parent_id
+    UNION
+    SELECT d.child_id, d.parent_id, 'CANCELLED'
+    FROM job_dependencies d JOIN doomed ON d.parent_id = doomed.id
+), first_cause AS (
+    SELECT DISTINCT ON (id) id, cause, cause_status FROM doomed ORDER BY id, cause
+), locked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id IN (SELECT id FROM first_cause) AND j.status = 'PENDING'
+    ORDER BY j.id
+    FOR UPDATE OF j
+), cancelled AS (
+    UPDATE jobs j SET
+        status = 'CANCELLED',
+        last_error = format('cancelled: job %s, which it depends on, ended %s',
+                            c.cause, c.cause_status),
+        finished_at = now(),
+        updated_at = now()
+    FROM first_cause c
+    WHERE j.id = ANY(ARRAY(SELECT id FROM locked)) AND j.id = c.id
+    RETURNING j.id, j.attempts, j.queue, j.last_error, j.notify_finish
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error, queue)
+    SELECT id, 'CANCELLED', attempts, NULL, last_error, queue FROM cancelled
+)
+SELECT id FROM cancelled WHERE notify_finish;
+
+-- name: notify_finished --
+SELECT pg_notify('aqueue_finished', id::text) FROM unnest($1::uuid[]) AS id;
+
+-- name: mark_parents --
+-- A new job will depend on these ($1): lock them (id order) and flag those not finished
+-- as having dependents, so that their end goes through finish_with_dependents. Returns
+-- each one found with its status; a finished one's end is already known.
+WITH locked AS (
+    SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+), flagged AS (
+    UPDATE jobs j SET has_dependents = true
+    WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
+      AND j.status NOT IN ('COMPLETED', 'DEAD', 'CANCELLED') AND NOT j.has_dependents
+    RETURNING j.id
+)
+SELECT j.id, j.status FROM jobs j
+WHERE j.id = ANY(ARRAY(SELECT id FROM locked)) AND (SELECT count(*) FROM flagged) >= 0;
+
+-- name: insert_dependent_job --
+-- insert_job for a job with dependencies: it waits for $10 of them ($11: the parents not
+-- yet COMPLETED); $12, when set, cancels it at once (a parent already failed). The
+-- NOTIFY goes out only if it can run now.
+WITH inserted AS (
+    INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
+                      max_attempts, idempotency_key, timeout_seconds, waiting_for, status,
+                      last_error, finished_at)
+    VALUES ($1, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8, $9,
+            CASE WHEN $12::text IS NULL THEN $10 ELSE 0 END,
+            CASE WHEN $12::text IS NULL THEN 'PENDING' ELSE 'CANCELLED' END,
+            $12, CASE WHEN $12::text IS NOT NULL THEN now() END)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), edges AS (
+    INSERT INTO job_dependencies (parent_id, child_id)
+    SELECT p, inserted.id FROM inserted, unnest($11::uuid[]) AS p
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, error, queue)
+    SELECT id, 'CANCELLED', 0, last_error, queue FROM inserted WHERE status = 'CANCELLED'
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue) FROM inserted
+    WHERE status = 'PENDING' AND waiting_for = 0
+)
+SELECT inserted.* FROM inserted WHERE (SELECT count(*) FROM woken) >= 0;
+
+-- name: job_dependencies --
+SELECT parent_id FROM job_dependencies WHERE child_id = $1 ORDER BY parent_id;
+
+-- name: lock_job --
+SELECT id, status, queue, attempts, started_at, locked_by, has_dependents, notify_finish
+FROM jobs WHERE id = $1 FOR UPDATE;
+
+-- name: cancel_job --
+-- An operator's cancel of a job locked by lock_job: it never runs (again). A running
+-- job's lease goes with it, so its worker's outcome is refused; the worker hears of it
+-- on aqueue_cancel and stops the handler.
+WITH cancelled AS (
+    UPDATE jobs j SET
+        status = 'CANCELLED',
+        last_error = $2,
+        finished_at = now(),
+        locked_by = NULL,
+        locked_at = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE j.id = $1 AND j.status IN ('PENDING', 'RETRY', 'RUNNING')
+    RETURNING j.*
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
+    SELECT id, 'CANCELLED', attempts, $3, last_error,
+           CASE WHEN $4 THEN started_at END, queue
+    FROM cancelled
+), told AS (
+    SELECT pg_notify('aqueue_cancel', id::text) FROM cancelled WHERE $4
+)
+SELECT cancelled.* FROM cancelled WHERE (SELECT count(*) FROM told) >= 0;
+
+-- name: watch_job --
+-- Someone waits for this job to finish: have its end notified on aqueue_finished.
+UPDATE jobs SET notify_finish = true
+WHERE id = $1 AND NOT notify_finish AND status NOT IN ('COMPLETED', 'DEAD', 'CANCELLED');
+
+-- name: set_queue_paused --
+WITH changed AS (
+    INSERT INTO queues (name, paused, changed_at) VALUES ($1, $2, now())
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, changed_at = now()
+    RETURNING name, paused
+)
+SELECT name, paused, pg_notify('aqueue_queue', name)::text AS told FROM changed;
+
+-- name: paused_queues --
+SELECT name FROM queues WHERE paused ORDER BY name;
+
+-- name: promote_starving --
+-- Priorities that cannot starve: a runnable job that has been due for longer than $1
+-- seconds gets the promoted effective priority ($3), above any a producer can give, so it
+-- is next in its queue (oldest first among the promoted) whatever keeps arriving. Walks
+-- the claimable index one (queue, priority) group at a time, reading in each group only
+-- the starving jobs at its old end: a few probes per group, not the whole backlog.
+-- At most $2 per statement.
+WITH RECURSIVE groups AS (
+    (SELECT queue, effective_priority AS priority FROM jobs
+     WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0
+     ORDER BY queue, effective_priority DESC LIMIT 1)
+    UNION ALL
+    SELECT coalesce(lower_p.queue, next_q.queue), coalesce(lower_p.priority, next_q.priority)
+    FROM groups g
+    LEFT JOIN LATERAL (
+        SELECT j.queue, j.effective_priority AS priority FROM jobs j
+        WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0
+          AND j.queue = g.queue AND j.effective_priority < g.priority
+        ORDER BY j.effective_priority DESC LIMIT 1
+    ) lower_p ON true
+    LEFT JOIN LATERAL (
+        SELECT j.queue, j.effective_priority AS priority FROM jobs j
+        WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue > g.queue
+        ORDER BY j.queue, j.effective_priority DESC LIMIT 1
+    ) next_q ON lower_p.queue IS NULL
+    WHERE g.queue IS NOT NULL
+), starving AS (
+    SELECT s.id FROM groups g, LATERAL (
+        SELECT j.id FROM jobs j
+        WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0
+          AND j.queue = g.queue AND j.effective_priority = g.priority
+          AND j.run_after <= now() - make_interval(secs => $1)
+        ORDER BY j.run_after LIMIT $2
+    ) s
+    WHERE g.queue IS NOT NULL AND g.priority < $3
+    LIMIT $2
+), locked AS (
+    SELECT id FROM jobs WHERE id IN (SELECT id FROM starving) ORDER BY id
+    FOR UPDATE SKIP LOCKED
+), promoted AS (
+    UPDATE jobs j SET effective_priority = $3
+    WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
+      AND j.status IN ('PENDING', 'RETRY') AND j.effective_priority < $3
+    RETURNING j.id
+)
+SELECT count(*) FROM promoted;
+
+-- name: queue_overview --
+-- Every queue anything knows of, with its jobs by status, paused flag, the age of its
+-- oldest due job, attempts finished in the last $1 seconds, and the live workers serving
+-- it ($2: seconds without a heartbeat after which a worker counts as lost).
+WITH depth AS (
+    SELECT queue,
+           count(*) FILTER (WHERE status = 'PENDING' AND waiting_for = 0
+                            AND run_after <= now()) AS pending,
+           count(*) FILTER (WHERE status = 'PENDING' AND waiting_for = 0
+                            AND run_after > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'PENDING' AND waiting_for > 0) AS waiting,
+           count(*) FILTER (WHERE status = 'RETRY') AS retry,
+           count(*) FILTER (WHERE status = 'RUNNING') AS running,
+           extract(epoch FROM now() - min(run_after) FILTER (
+               WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0
+                 AND run_after <= now()))::float8 AS oldest_pending_seconds
+    FROM jobs WHERE status IN ('PENDING', 'RETRY', 'RUNNING')
+    GROUP BY queue
+), failed AS (
+    SELECT queue, count(*) FILTER (WHERE status = 'DEAD') AS dead,
+           count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled
+    FROM jobs WHERE status IN ('DEAD', 'CANCELLED')
+    GROUP BY queue
+), recent AS (
+    SELECT queue,
+           count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+           count(*) FILTER (WHERE status IN ('RETRY', 'DEAD')) AS failed
+    FROM job_events WHERE at > now() - make_interval(secs => $1) AND queue IS NOT NULL
+    GROUP BY queue
+), serving AS (
+    SELECT q.key AS queue, array_agg(w.id ORDER BY w.id) AS workers
+    FROM workers w, jsonb_each(w.queues) q
+    WHERE w.stopped_at IS NULL AND w.last_heartbeat > now() - make_interval(secs => $2)
+    GROUP BY q.key
+), names AS (
+    SELECT queue FROM depth UNION SELECT queue FROM failed UNION SELECT queue FROM recent
+    UNION SELECT queue FROM serving UNION SELECT name FROM queues
+)
+SELECT n.queue AS name,
+       coalesce(q.paused, false) AS paused,
+       coalesce(d.pending, 0) AS pending, coalesce(d.scheduled, 0) AS scheduled,
+       coalesce(d.waiting, 0) AS waiting, coalesce(d.retry, 0) AS retry,
+       coalesce(d.running, 0) AS running, coalesce(f.dead, 0) AS dead,
+       coalesce(f.cancelled, 0) AS cancelled, d.oldest_pending_seconds,
+       coalesce(r.completed, 0) AS completed_recently,
+       coalesce(r.failed, 0) AS failed_recently,
+       coalesce(s.workers, '{}') AS workers
+FROM names n
+LEFT JOIN depth d ON d.queue = n.queue
+LEFT JOIN failed f ON f.queue = n.queue
+LEFT JOIN recent r ON r.queue = n.queue
+LEFT JOIN serving s ON s.queue = n.queue
+LEFT JOIN queues q ON q.name = n.queue
+ORDER BY n.queue;
+
+-- name: worker_heartbeat --
+-- A process says it is alive: one row per process, written once per heartbeat interval.
+INSERT INTO workers (id, host, pid, version, roles, queues, running, started_at,
+                     last_heartbeat)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
+ON CONFLICT (id) DO UPDATE SET running = excluded.running, last_heartbeat = now(),
+                               stopped_at = NULL;
+
+-- name: worker_stopped --
+UPDATE workers SET stopped_at = now(), running = 0 WHERE id = $1;
+
+-- name: list_workers --
+-- Every process seen lately: alive, lost (no heartbeat for $1 seconds) or stopped; rows
+-- older than $2 seconds are pruned by prune_workers.
+SELECT id, host, pid, version, roles, queues, running, started_at, last_heartbeat,
+       stopped_at,
+       CASE WHEN stopped_at IS NOT NULL THEN 'stopped'
+            WHEN last_heartbeat < now() - make_interval(secs => $1) THEN 'lost'
+            ELSE 'alive' END AS state
+FROM workers ORDER BY started_at DESC, id;
+
+-- name: prune_workers --
+DELETE FROM workers
+WHERE coalesce(stopped_at, last_heartbeat) < now() - make_interval(secs => $1);

@@ -420,11 +420,13 @@ async def test_outcomes_lock_rows_in_id_order_and_a_deadlock_retries_the_batch(p
 
 
 async def _waiting_for_a_lock(pool: asyncpg.Pool) -> bool:
+    # Matched on the statement's first comment line: pg_stat_activity keeps only its
+    # first 1024 bytes (track_activity_query_size).
     return bool(
         await pool.fetchval(
             """SELECT count(*) > 0 FROM pg_stat_activity
                WHERE datname = current_database() AND wait_event_type = 'Lock'
-                 AND query LIKE '%finished AS%'"""
+                 AND query LIKE '%A batch of outcomes%'"""
         )
     )
 
