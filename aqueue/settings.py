@@ -1,62 +1,430 @@
-"""Settings: every option of aqueue with its default, its flag and its environment
-variable, validated once. Nothing else in the package holds a tunable literal."""
+"""Settings: every option of aqueue, declared once, validated once. Nothing else in the
+package holds a tunable literal.
+
+The `Settings` class body is the table of options. A field declared with `option(...)`
+carries its default, its parser, its CLI flag, its environment variable, its help text and
+the commands that take it; `OPTIONS` lists those rows, `aqueue/cli.py` builds its flags
+from them, `load_settings` reads them (flag, else environment, else default) and the
+README's configuration table is held to them by tests/unit/test_readme.py.
+
+Plain fields (`reaper_batch`, `completer_max_batch`, `free_releases`, `pool_min_size`,
+`list_scan_limit`) are internal knobs with no flag or variable: code and tests set them
+through `Settings(...)` or `with_overrides`.
+
+Adding an option: one `option(...)` field below, read where it is used. A parser takes the
+text of the flag or variable and returns the value, or raises SettingsError with a message
+that completes a sentence about the option ("must be a number, got 'x'"): the loader puts
+the flag (and the variable, when the value came from one) in front. `integer`,
+`positive_float`, `duration` and `comma_list` cover most options. A rule across options
+belongs in `_settle`.
+"""
 
 from __future__ import annotations
 
+import copy
 import ipaddress
-import os
+import logging
+import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aqueue.model import ValidationError, check_name
+
+T = TypeVar("T")
 
 ALL_ROLES = ("api", "worker", "scheduler", "reaper")
 # Roles that exist today; the others are refused with a clear message until they land.
 AVAILABLE_ROLES = frozenset({"api", "worker", "reaper"})
+COMMANDS = (
+    "serve",
+    "migrate",
+    "enqueue",
+    "status",
+    "cancel",
+    "retry",
+    "retry-dead",
+    "pause",
+    "resume",
+    "queues",
+    "workers",
+)
 
 
 class SettingsError(ValueError):
     """A flag or environment variable with a value aqueue cannot use."""
 
 
+# --- parsers: text -> value, or SettingsError("must be ..., got 'text'") ------------------
+
+
+def integer(minimum: int | None = 1, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise SettingsError(f"must be a whole number, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise SettingsError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = integer(1)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"must be a number, got {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise SettingsError(f"must be a finite number greater than 0, got {text}")
+    return value
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def duration(text: str) -> float:
+    """Seconds, from `90`, `2.5`, `30s`, `15m`, `2h`, `7d`, `1w` or a sum such as `1h30m`."""
+    cleaned = text.strip().lower()
+    try:
+        return positive_float(cleaned)
+    except SettingsError:
+        pass
+    parts = _DURATION_PART.findall(cleaned)
+    if not parts or "".join(n + u for n, u in parts) != cleaned:
+        raise SettingsError(f"must be a duration such as 90, 30s, 15m, 2h or 7d, got {text!r}")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not seconds > 0:
+        raise SettingsError(f"must be longer than 0 seconds, got {text!r}")
+    return seconds
+
+
+def comma_list(
+    item: Callable[[str], T], empty: str = "needs at least one value"
+) -> Callable[[str], tuple[T, ...]]:
+    """`a, b,,a` -> (item("a"), item("b")): blanks and repeats dropped, order kept."""
+
+    def parse(text: str) -> tuple[T, ...]:
+        values = tuple(dict.fromkeys(item(p.strip()) for p in text.split(",") if p.strip()))
+        if not values:
+            raise SettingsError(empty)
+        return values
+
+    return parse
+
+
+def _role(name: str) -> str:
+    if name not in ALL_ROLES:
+        raise SettingsError(f"has an unknown role {name!r}; roles are: {', '.join(ALL_ROLES)}")
+    if name not in AVAILABLE_ROLES:
+        raise SettingsError(f"has the role {name!r}, which is not available in this version yet")
+    return name
+
+
+parse_roles = comma_list(_role, "needs at least one of: " + ", ".join(ALL_ROLES))
+
+parse_port = integer(1, 65535)
+
+# PostgreSQL's jsonb holds at most 2^28 - 1 bytes (255 MiB); a larger limit only lets the
+# API buffer bodies that the database would then refuse.
+MAX_PAYLOAD_LIMIT = 268_435_455
+
+
+def parse_payload_limit(text: str) -> int:
+    limit = positive_int(text)
+    if limit > MAX_PAYLOAD_LIMIT:
+        raise SettingsError(
+            f"must be at most {MAX_PAYLOAD_LIMIT} (PostgreSQL's jsonb limit), got {limit}"
+        )
+    return limit
+
+
+def parse_log_level(text: str) -> str:
+    if text.upper() not in logging.getLevelNamesMapping():
+        raise SettingsError(f"{text!r} is not a logging level")
+    return text.upper()
+
+
+# A queue without a limit of its own runs --concurrency jobs at once: see _settle.
+QueueLimits = tuple[tuple[str, int | None], ...]
+
+
+def _queue(item: str) -> tuple[str, int | None]:
+    name, _, limit = item.partition(":")
+    try:
+        check_name("queue", name)
+    except ValidationError as exc:
+        raise SettingsError(f"has an invalid queue name: {exc}") from None
+    if not limit:
+        return name, None
+    try:
+        return name, positive_int(limit)
+    except SettingsError as exc:
+        raise SettingsError(f"gives the queue {name!r} a limit that {exc}") from None
+
+
+parse_queue_limits = comma_list(_queue, "needs at least one queue name")
+
+
+def resolve_queues(limits: QueueLimits, concurrency: int) -> dict[str, int]:
+    # a queue named twice: its last limit counts, its first place does
+    return {name: concurrency if limit is None else limit for name, limit in limits}
+
+
+def parse_queues(text: str, concurrency: int) -> dict[str, int]:
+    """`default,email:5` -> {"default": concurrency, "email": 5}."""
+    return resolve_queues(parse_queue_limits(text), concurrency)
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# a name, `*.name`, an IPv4 address or a bracketed IPv6 address; `*` alone is any host
+_ALLOWED_HOST = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_.\-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _allowed_host(text: str) -> str:
+    host = text.lower()
+    valid = host == "*" or _ALLOWED_HOST.fullmatch(host) is not None
+    if valid and host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            valid = False
+    if not valid:
+        raise SettingsError(
+            f"has {host!r}, which is not a host name, an IP address, an IPv6 address in "
+            "brackets, *.domain or *; give it without a scheme or port"
+        )
+    return host
+
+
+# `api.example.com,*.internal` -> ("api.example.com", "*.internal"); `*` is any
+parse_allowed_hosts = comma_list(_allowed_host, "needs at least one host name, or * for any")
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the table of options (see `option`)."""
+
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    flag: str
+    env: str
+    help: str
+    commands: tuple[str, ...]
+    # a variable read when `env` is unset
+    env_fallback: str | None
+    # how the default reads in --help and the README, when str(default) would not do
+    shown: str | None
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return (self.env,) if self.env_fallback is None else (self.env, self.env_fallback)
+
+    @property
+    def shown_default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        value = self.default
+        if value is None:
+            return "none"
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, tuple | list | Mapping):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    def describe(self, env: str | None) -> str:
+        """How an error names the option: by its flag, and by the variable the bad value
+        came from, if it came from one."""
+        return self.flag if env is None else f"{self.flag} (env {env})"
+
+
+_ROW = "aqueue.option"
+
+
+def option(
+    default: T,
+    *,
+    parse: Callable[[str], Any],
+    flag: str,
+    env: str,
+    help: str,
+    commands: tuple[str, ...] = ("serve",),
+    env_fallback: str | None = None,
+    shown: str | None = None,
+) -> T:
+    """A Settings field that is also a row of the table of options."""
+    row = {
+        "parse": parse,
+        "flag": flag,
+        "env": env,
+        "help": help,
+        "commands": commands,
+        "env_fallback": env_fallback,
+        "shown": shown,
+    }
+    if type(default).__hash__ is None:  # a dict or list: each Settings gets its own copy
+        made: Any = field(default_factory=lambda: copy.copy(default), metadata={_ROW: row})
+    else:
+        made = field(default=default, metadata={_ROW: row})
+    return made
+
+
+def _seconds(default: float, flag: str, env: str, help: str, **more: Any) -> float:
+    return option(default, parse=positive_float, flag=flag, env=env, help=help, **more)
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None
-    data_dir: Path = Path(".aqueue")
-    roles: tuple[str, ...] = ("api", "worker", "reaper")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    app: str | None = None
+    database_url: str | None = option(
+        None,
+        parse=str,
+        flag="--database-url",
+        env="DATABASE_URL",
+        help="PostgreSQL URL; without one, an embedded PostgreSQL is started in --data-dir",
+        commands=COMMANDS,
+        shown="embedded",
+    )
+    data_dir: Path = option(
+        Path(".aqueue"),
+        parse=Path,
+        flag="--data-dir",
+        env="AQUEUE_DATA_DIR",
+        help="home of the embedded PostgreSQL",
+        commands=COMMANDS,
+    )
+    roles: tuple[str, ...] = option(
+        ("api", "worker", "reaper"),
+        parse=parse_roles,
+        flag="--roles",
+        env="AQUEUE_ROLES",
+        help="comma-separated roles this process runs",
+    )
+    host: str = option("127.0.0.1", parse=str, flag="--host", env="AQUEUE_HOST", help="API address")
+    port: int = option(8000, parse=parse_port, flag="--port", env="AQUEUE_PORT", help="API port")
+    app: str | None = option(
+        None,
+        parse=str,
+        flag="--app",
+        env="AQUEUE_APP",
+        help="your task registry as module:attribute (an aqueue.Registry)",
+    )
     # queue name -> how many of its jobs one worker process runs at once
-    queues: Mapping[str, int] = field(default_factory=lambda: {"default": 10})
-    concurrency: int = 10
-    lease_seconds: float = 30.0
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 300.0
+    queues: Mapping[str, int] = option(
+        {"default": 10},
+        parse=parse_queue_limits,
+        flag="--queues",
+        env="AQUEUE_QUEUES",
+        # QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
+        env_fallback="QUEUE",
+        help="queues this worker serves, with optional per-queue concurrency: default,email:5",
+    )
+    concurrency: int = option(
+        10,
+        parse=positive_int,
+        flag="--concurrency",
+        env="AQUEUE_CONCURRENCY",
+        help="jobs run at once per queue",
+    )
+    lease_seconds: float = _seconds(
+        30.0, "--lease-seconds", "AQUEUE_LEASE_SECONDS", "how long a silent worker keeps a job"
+    )
+    backoff_base_seconds: float = _seconds(
+        1.0, "--backoff-base", "AQUEUE_BACKOFF_BASE", "first retry delay, seconds"
+    )
+    backoff_cap_seconds: float = _seconds(
+        300.0, "--backoff-cap", "AQUEUE_BACKOFF_CAP", "longest retry delay, seconds"
+    )
     # the safety net under LISTEN/NOTIFY: how often an idle worker looks anyway
-    poll_seconds: float = 5.0
-    shutdown_grace_seconds: float = 30.0
-    reaper_interval_seconds: float = 5.0
+    poll_seconds: float = _seconds(
+        5.0, "--poll-seconds", "AQUEUE_POLL_SECONDS", "safety-net poll of an idle worker, seconds"
+    )
+    shutdown_grace_seconds: float = _seconds(
+        30.0, "--shutdown-grace", "AQUEUE_SHUTDOWN_GRACE", "seconds running jobs get at shutdown"
+    )
+    reaper_interval_seconds: float = _seconds(
+        5.0, "--reaper-interval", "AQUEUE_REAPER_INTERVAL", "seconds between reaper rounds"
+    )
     reaper_batch: int = 1000
-    max_payload_bytes: int = 1_000_000
+    max_payload_bytes: int = option(
+        1_000_000,
+        parse=parse_payload_limit,
+        flag="--max-payload-bytes",
+        env="AQUEUE_MAX_PAYLOAD_BYTES",
+        help="largest job payload accepted, as compact JSON",
+        commands=("serve", "enqueue"),
+    )
     completer_max_batch: int = 1000
     # releases at shutdown that refund a job's attempt; later ones spend it
     free_releases: int = 3
     pool_min_size: int = 2
-    pool_max_size: int = 10
-    log_level: str = "INFO"
+    pool_max_size: int = option(
+        10,
+        parse=positive_int,
+        flag="--pool-size",
+        env="AQUEUE_POOL_SIZE",
+        help="database connections in the pool",
+    )
+    log_level: str = option(
+        "INFO",
+        parse=parse_log_level,
+        flag="--log-level",
+        env="AQUEUE_LOG_LEVEL",
+        help="logging level",
+    )
     # how long a migration waits for a lock before it gives up (instead of hanging, with
     # every query on that table queued behind it)
-    migration_lock_timeout_seconds: float = 10.0
+    migration_lock_timeout_seconds: float = _seconds(
+        10.0,
+        "--lock-timeout",
+        "AQUEUE_MIGRATION_LOCK_TIMEOUT",
+        "seconds a migration waits for a lock held by another transaction before it gives up",
+        commands=("serve", "migrate"),
+    )
     # Host headers the API answers (`*` any); None: chosen by `host`, see api_allowed_hosts
-    allowed_hosts: tuple[str, ...] | None = None
-    # threads for plain `def` handlers (blocking code), per worker process
-    threads: int = 10
-    # a runnable job due for longer than this gets the promoted priority (cannot starve)
-    promote_after_seconds: float = 60.0
+    allowed_hosts: tuple[str, ...] | None = option(
+        None,
+        parse=parse_allowed_hosts,
+        flag="--allowed-hosts",
+        env="AQUEUE_ALLOWED_HOSTS",
+        help="Host headers the API answers, comma-separated, *.domain for subdomains, * for any",
+        shown="loopback --host: localhost,127.0.0.1,[::1]; else *",
+    )
+    threads: int = option(
+        10,
+        parse=positive_int,
+        flag="--threads",
+        env="AQUEUE_THREADS",
+        help="threads for plain def handlers (blocking code), per worker process",
+    )
+    promote_after_seconds: float = _seconds(
+        60.0,
+        "--promote-after",
+        "AQUEUE_PROMOTE_AFTER",
+        "a job due this many seconds goes first in its queue, whatever its priority",
+    )
     # a filtered GET /jobs examines at most this many jobs per page (see list_jobs_bounded)
     list_scan_limit: int = 10_000
 
@@ -88,141 +456,55 @@ class Settings:
         return replace(self, **changes)
 
 
-ENV_VARS = {
-    "database_url": "DATABASE_URL",
-    "data_dir": "AQUEUE_DATA_DIR",
-    "roles": "AQUEUE_ROLES",
-    "host": "AQUEUE_HOST",
-    "port": "AQUEUE_PORT",
-    "app": "AQUEUE_APP",
-    "queues": "AQUEUE_QUEUES",
-    "concurrency": "AQUEUE_CONCURRENCY",
-    "lease_seconds": "AQUEUE_LEASE_SECONDS",
-    "backoff_base_seconds": "AQUEUE_BACKOFF_BASE",
-    "backoff_cap_seconds": "AQUEUE_BACKOFF_CAP",
-    "poll_seconds": "AQUEUE_POLL_SECONDS",
-    "shutdown_grace_seconds": "AQUEUE_SHUTDOWN_GRACE",
-    "reaper_interval_seconds": "AQUEUE_REAPER_INTERVAL",
-    "max_payload_bytes": "AQUEUE_MAX_PAYLOAD_BYTES",
-    "allowed_hosts": "AQUEUE_ALLOWED_HOSTS",
-    "pool_max_size": "AQUEUE_POOL_SIZE",
-    "log_level": "AQUEUE_LOG_LEVEL",
-    "migration_lock_timeout_seconds": "AQUEUE_MIGRATION_LOCK_TIMEOUT",
-    "threads": "AQUEUE_THREADS",
-    "promote_after_seconds": "AQUEUE_PROMOTE_AFTER",
-}
-# QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
-ENV_FALLBACKS = {"queues": "QUEUE"}
+def _rows() -> tuple[Option, ...]:
+    defaults = Settings()
+    return tuple(
+        Option(name=f.name, default=getattr(defaults, f.name), **f.metadata[_ROW])
+        for f in fields(Settings)
+        if _ROW in f.metadata
+    )
 
 
-def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    environ = os.environ if environ is None else environ
-    value = environ.get(ENV_VARS[name])
-    if value is None and name in ENV_FALLBACKS:
-        value = environ.get(ENV_FALLBACKS[name])
-    return value or None
+OPTIONS = _rows()
 
 
-def parse_roles(text: str) -> tuple[str, ...]:
-    roles = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
-    if not roles:
-        raise SettingsError("--roles needs at least one of: " + ", ".join(ALL_ROLES))
-    for role in roles:
-        if role not in ALL_ROLES:
-            raise SettingsError(f"unknown role {role!r}; roles are: {', '.join(ALL_ROLES)}")
-        if role not in AVAILABLE_ROLES:
-            raise SettingsError(f"role {role!r} is not available in this version yet")
-    return roles
+def options_for(command: str) -> tuple[Option, ...]:
+    return tuple(o for o in OPTIONS if command in o.commands)
 
 
-def parse_queues(text: str, concurrency: int) -> dict[str, int]:
-    """`default,email:5` -> {"default": concurrency, "email": 5}."""
-    queues: dict[str, int] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, _, limit = item.partition(":")
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str], command: str = "serve"
+) -> Settings:
+    """Settings for `command` from its flags (text or None, by option name) and the
+    environment: a flag wins over its variable, which wins over the default. An empty
+    variable counts as unset. Options `command` does not take keep their defaults."""
+    values: dict[str, Any] = {}
+    for row in options_for(command):
+        text, env = flags.get(row.name), None
+        if text is None:
+            env = next((name for name in row.env_names if environ.get(name)), None)
+            if env is None:
+                continue
+            text = environ[env]
         try:
-            check_name("queue", name)
-        except ValidationError as exc:
-            raise SettingsError(f"--queues: {exc}") from None
-        queues[name] = parse_positive_int(f"--queues {name}", limit) if limit else concurrency
-    if not queues:
-        raise SettingsError("--queues needs at least one queue name")
-    return queues
+            values[row.name] = row.parse(text)
+        except SettingsError as exc:
+            raise SettingsError(f"{row.describe(env)} {exc}") from None
+    _settle(values)
+    return Settings(**values)
 
 
-def parse_positive_int(what: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise SettingsError(f"{what} must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise SettingsError(f"{what} must be at least 1, got {value}")
-    return value
-
-
-def parse_positive_float(what: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{what} must be a number, got {text!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{what} must be greater than 0, got {text}")
-    return value
-
-
-def parse_port(text: str) -> int:
-    port = parse_positive_int("--port", text)
-    if port > 65535:
-        raise SettingsError(f"--port must be at most 65535, got {port}")
-    return port
-
-
-# PostgreSQL's jsonb holds at most 2^28 - 1 bytes (255 MiB); a larger limit only lets the
-# API buffer bodies that the database would then refuse.
-MAX_PAYLOAD_LIMIT = 268_435_455
-
-
-def parse_payload_limit(text: str) -> int:
-    limit = parse_positive_int("--max-payload-bytes", text)
-    if limit > MAX_PAYLOAD_LIMIT:
-        raise SettingsError(
-            f"--max-payload-bytes must be at most {MAX_PAYLOAD_LIMIT} (PostgreSQL's jsonb "
-            f"limit), got {limit}"
-        )
-    return limit
-
-
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-# a name, `*.name`, an IPv4 address or a bracketed IPv6 address; `*` alone is any host
-_ALLOWED_HOST = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_.\-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_allowed_hosts(text: str) -> tuple[str, ...]:
-    """`api.example.com,*.internal` -> ("api.example.com", "*.internal"); `*` is any."""
-    hosts = tuple(dict.fromkeys(h.strip().lower() for h in text.split(",") if h.strip()))
-    if not hosts:
-        raise SettingsError("--allowed-hosts needs at least one host name, or * for any")
-    for host in hosts:
-        valid = host == "*" or _ALLOWED_HOST.fullmatch(host) is not None
-        if valid and host.startswith("["):
-            try:
-                ipaddress.IPv6Address(host[1:-1])
-            except ValueError:
-                valid = False
-        if not valid:
-            raise SettingsError(
-                f"--allowed-hosts: {host!r} is not a host name, an IP address, an IPv6 address"
-                " in brackets, *.domain or *; give it without a scheme or port"
-            )
-    return hosts
+def _settle(values: dict[str, Any]) -> None:
+    """The rules across options, on the values given (the others keep their defaults)."""
+    defaults = Settings()
+    if "queues" in values or "concurrency" in values:
+        limits = values.get("queues") or tuple(dict.fromkeys(defaults.queues, None).items())
+        values["queues"] = resolve_queues(limits, values.get("concurrency", defaults.concurrency))
+    if "pool_max_size" in values:
+        values["pool_min_size"] = min(defaults.pool_min_size, values["pool_max_size"])
+    base = values.get("backoff_base_seconds", defaults.backoff_base_seconds)
+    if values.get("backoff_cap_seconds", defaults.backoff_cap_seconds) < base:
+        raise SettingsError("--backoff-cap must not be smaller than --backoff-base")

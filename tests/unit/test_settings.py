@@ -8,23 +8,29 @@ import pytest
 
 from aqueue import cli
 from aqueue.settings import (
-    ENV_FALLBACKS,
-    ENV_VARS,
     MAX_PAYLOAD_LIMIT,
+    OPTIONS,
     Settings,
     SettingsError,
+    comma_list,
+    duration,
+    integer,
+    load_settings,
+    options_for,
     parse_allowed_hosts,
     parse_port,
     parse_queues,
     parse_roles,
+    positive_float,
 )
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """No aqueue variable of the machine running the tests leaks into them."""
-    for name in [*ENV_VARS.values(), *ENV_FALLBACKS.values()]:
-        monkeypatch.delenv(name, raising=False)
+    for option in OPTIONS:
+        for name in option.env_names:
+            monkeypatch.delenv(name, raising=False)
 
 
 def settings_for(*argv: str) -> Settings:
@@ -97,8 +103,14 @@ def test_parse_port_accepts_ports_in_range(text):
 
 @pytest.mark.parametrize("text", ["0", "-1", "65536", "http", "80.5", ""])
 def test_parse_port_rejects_out_of_range_or_non_numbers(text):
-    with pytest.raises(SettingsError, match="--port"):
+    with pytest.raises(SettingsError, match="must be"):
         parse_port(text)
+
+
+@pytest.mark.parametrize("text", ["0", "65536", "http"])
+def test_port_flag_out_of_range_is_refused_naming_it(text):
+    with pytest.raises(SettingsError, match=f"^--port must be .*{text}"):
+        settings_for("serve", "--port", text)
 
 
 # --- allowed hosts ----------------------------------------------------------------------
@@ -291,3 +303,115 @@ def test_main_with_an_unknown_role_exits_2_naming_it(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "bogus" in err
+
+
+def test_bad_environment_value_names_the_variable_it_came_from(monkeypatch):
+    monkeypatch.setenv("QUEUE", "bad name")
+    with pytest.raises(SettingsError, match=r"^--queues \(env QUEUE\) has an invalid queue"):
+        settings_for("serve")
+
+
+def test_an_empty_environment_variable_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("AQUEUE_PORT", "")
+    assert settings_for("serve").port == 8000
+
+
+def test_pool_size_bounds_the_pool_minimum_too():
+    settings = settings_for("serve", "--pool-size", "1")
+    assert (settings.pool_min_size, settings.pool_size) == (1, 1)
+
+
+def test_log_level_is_read_in_any_case():
+    assert settings_for("serve", "--log-level", "debug").log_level == "DEBUG"
+
+
+def test_bad_log_level_is_refused_naming_it():
+    with pytest.raises(SettingsError, match=r"^--log-level 'loud' is not a logging level"):
+        settings_for("serve", "--log-level", "loud")
+
+
+def test_a_command_reads_only_its_own_options(monkeypatch):
+    # a bad serve-only variable must not stop `aqueue status`
+    monkeypatch.setenv("AQUEUE_PORT", "nope")
+    monkeypatch.setenv("AQUEUE_MIGRATION_LOCK_TIMEOUT", "nope")
+    assert settings_for("status", "00000000-0000-0000-0000-000000000000") == Settings()
+
+
+def test_load_settings_takes_flags_by_option_name():
+    settings = load_settings({"port": "9000"}, {"AQUEUE_PORT": "9001", "AQUEUE_HOST": "::"})
+    assert (settings.port, settings.host) == (9000, "::")
+
+
+# --- the table of options ---------------------------------------------------------------
+
+
+def test_every_option_has_its_own_flag_and_variables():
+    flags = [o.flag for o in OPTIONS]
+    envs = [name for o in OPTIONS for name in o.env_names]
+    assert len(set(flags)) == len(flags)
+    assert len(set(envs)) == len(envs)
+
+
+def test_every_option_default_is_the_settings_default():
+    for option in OPTIONS:
+        assert getattr(Settings(), option.name) == option.default
+
+
+@pytest.mark.parametrize(
+    ("command", "positional"),
+    [("serve", []), ("migrate", []), ("enqueue", ["demo.echo"]), ("status", ["some-id"])],
+)
+def test_every_option_of_a_command_is_a_flag_of_it(command, positional):
+    for option in options_for(command):
+        args = cli.build_parser().parse_args([command, *positional, option.flag, "text"])
+        assert getattr(args, option.name) == "text"
+
+
+def test_serve_help_shows_each_flag_with_its_variable_and_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in options_for("serve"):
+        assert option.flag in text
+        assert f"[default {option.shown_default}; env {option.env}" in text
+
+
+def test_database_flags_are_on_every_command():
+    for command in ("serve", "migrate", "enqueue", "status"):
+        assert {"database_url", "data_dir"} <= {o.name for o in options_for(command)}
+
+
+# --- parsers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("2.5", 2.5), ("30s", 30), ("15m", 900), ("2h", 7200), ("7d", 604800),
+     ("1w", 604800), ("1h30m", 5400), (" 7D ", 604800)],
+)  # fmt: skip
+def test_duration_reads_seconds_and_units(text, seconds):
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "7 d", "7x", "-1d", "0", "0s", "1d2", "inf"])
+def test_duration_refuses_what_is_not_a_positive_duration(text):
+    with pytest.raises(SettingsError, match="must be"):
+        duration(text)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "x", ""])
+def test_positive_float_refuses_zero_negatives_and_non_finite(text):
+    with pytest.raises(SettingsError, match="must be"):
+        positive_float(text)
+
+
+def test_integer_bounds_are_named_in_the_message():
+    with pytest.raises(SettingsError, match="at most 8, got 9"):
+        integer(1, 8)("9")
+    assert integer(0)("0") == 0
+
+
+def test_comma_list_parses_each_item_and_drops_blanks_and_repeats():
+    assert comma_list(integer(1))(" 3, ,1,3 ") == (3, 1)
+    with pytest.raises(SettingsError, match="needs at least one value"):
+        comma_list(integer(1))(" , ")
