@@ -1,4 +1,5 @@
-"""The `aqueue` command: serve, migrate, enqueue, status. The flags of the settings come
+"""The `aqueue` command: serve, migrate, enqueue, status, and the operator's commands
+(cancel, retry, retry-dead, pause, resume, queues, workers). The flags of the settings come
 from the table of options in aqueue.settings, each with its environment variable and
 default shown in --help; a bad value is one line on stderr and a non-zero exit."""
 
@@ -15,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from aqueue import db, producer, store
+from aqueue import control, db, producer, store, waiting
 from aqueue import settings as s
-from aqueue.model import JobSpec, ValidationError, parse_job_id, parse_job_spec
+from aqueue.model import FINAL_STATUSES, JobSpec, ValidationError, parse_job_id, parse_job_spec
 from aqueue.registry import AppLoadError
 from aqueue.server import StartupError, serve
 from aqueue.settings import Settings, SettingsError
@@ -65,10 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue_p.add_argument("--max-attempts", type=int, default=5)
     enqueue_p.add_argument("--run-after", help="ISO 8601 time with zone")
     enqueue_p.add_argument("--idempotency-key")
+    enqueue_p.add_argument(
+        "--timeout", type=float, help="seconds an attempt may run before it is cancelled"
+    )
+    enqueue_p.add_argument(
+        "--depends-on",
+        action="append",
+        default=[],
+        metavar="JOB_ID",
+        help="a job that must complete first (repeat for several)",
+    )
 
     status_p = sub.add_parser("status", help="print a job as JSON")
     _add_options(status_p, "status")
     status_p.add_argument("job_id")
+    status_p.add_argument(
+        "--wait",
+        type=float,
+        metavar="S",
+        help="wait up to S seconds for the job to finish first (exit 3 if it has not)",
+    )
+
+    for name, text in (
+        ("cancel", "cancel a job that has not finished (a running one is stopped)"),
+        ("retry", "run a DEAD or CANCELLED job again with a fresh attempt budget"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_options(p, name)
+        p.add_argument("job_id")
+    retry_dead_p = sub.add_parser("retry-dead", help="retry every DEAD job of a queue")
+    _add_options(retry_dead_p, "retry-dead")
+    retry_dead_p.add_argument("queue")
+    retry_dead_p.add_argument("--type", help="only the dead jobs of this type")
+    for name, text in (
+        ("pause", "stop every worker claiming from a queue (stored: survives restarts)"),
+        ("resume", "let workers claim from a paused queue again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_options(p, name)
+        p.add_argument("queue")
+    queues_p = sub.add_parser(
+        "queues", help="list queues: depth by status, paused, oldest pending, workers"
+    )
+    _add_options(queues_p, "queues")
+    queues_p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    workers_p = sub.add_parser("workers", help="list aqueue processes: alive, lost, stopped")
+    _add_options(workers_p, "workers")
+    workers_p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -89,7 +133,7 @@ async def _with_connection(settings: Settings, action: Any) -> Any:
             raise
         try:
             await db.check_schema(conn)
-            return await action(conn)
+            return await action(conn, url)
         except asyncpg.PostgresError as exc:
             raise StartupError(f"the database refused: {_one_line(exc)}") from None
         finally:
@@ -122,26 +166,120 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "enqueue":
         spec = _enqueue_spec(args, settings.max_payload_bytes)
 
-        async def insert(conn: Any) -> None:
+        async def insert(conn: Any, _url: str) -> None:
             job, _created = await producer.submit(conn, spec)
             _print(job.to_json())
 
         await _with_connection(settings, insert)
     elif args.command == "status":
-        job_id = parse_job_id(args.job_id)
-
-        async def show(conn: Any) -> int:
-            job = await store.get_job(conn, job_id)
-            if job is None:
-                print(f"aqueue: error: no job with id {job_id}", file=sys.stderr)
-                return 1
-            body = job.to_json()
-            body["events"] = [e.to_json() for e in await store.job_events(conn, job_id)]
-            _print(body)
-            return 0
-
-        return int(await _with_connection(settings, show))
+        return await _status(args, settings)
+    else:
+        return int(await _with_connection(settings, lambda conn, _url: _operate(args, conn)))
     return 0
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    job_id = parse_job_id(args.job_id)
+    if args.wait is not None and not 0 <= args.wait <= 24 * 3600:
+        raise ValidationError("--wait must be a number of seconds from 0 to 86400")
+    finished = True
+
+    async def show(conn: Any, url: str) -> int:
+        nonlocal finished
+        job = await store.get_job(conn, job_id)
+        if job is None:
+            print(f"aqueue: error: no job with id {job_id}", file=sys.stderr)
+            return 1
+        if args.wait and job.status not in FINAL_STATUSES:
+            pool = await db.create_pool(url, 1, 2)
+            try:
+                job = await waiting.wait_until_finished(pool, job_id, args.wait, None)
+            finally:
+                await pool.close()
+            finished = job.status in FINAL_STATUSES
+        body = job.to_json()
+        body["depends_on"] = [str(i) for i in await store.job_dependencies(conn, job_id)]
+        body["events"] = [e.to_json() for e in await store.job_events(conn, job_id)]
+        _print(body)
+        return 0 if finished else 3
+
+    return int(await _with_connection(settings, show))
+
+
+async def _operate(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+    """The operator's commands: one line (or a table) on stdout; a job that cannot take
+    the action is one line on stderr and exit 1."""
+    command = args.command
+    try:
+        if command in ("cancel", "retry"):
+            action = control.cancel if command == "cancel" else control.retry
+            job = await action(conn, parse_job_id(args.job_id))
+            _print(job.to_json())
+        elif command == "retry-dead":
+            count = await control.retry_dead(conn, args.queue, args.type)
+            print(f"retried {count} dead job(s) of queue {args.queue}")
+        elif command in ("pause", "resume"):
+            await (control.pause if command == "pause" else control.resume)(conn, args.queue)
+            print(f"queue {args.queue} {command}d")
+        elif command == "queues":
+            infos = await control.queues(conn)
+            if args.json:
+                _print([q.to_json() for q in infos])
+            else:
+                print(_queue_table(infos))
+        elif command == "workers":
+            rows = await control.workers(conn)
+            if args.json:
+                _print([w.to_json() for w in rows])
+            else:
+                print(_worker_table(rows))
+    except (control.JobNotFound, control.JobStateError) as exc:
+        print(f"aqueue: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [list(header), *[["-" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def _queue_table(infos: Sequence[store.QueueInfo]) -> str:
+    header = ["queue", "paused", *store.DEPTH_KEYS, "oldest_s", "done_1m", "failed_1m", "workers"]
+    rows = [
+        [
+            q.name,
+            "yes" if q.paused else "no",
+            *(q.depth[k] for k in store.DEPTH_KEYS),
+            None if q.oldest_pending_seconds is None else f"{q.oldest_pending_seconds:.1f}",
+            q.completed_recently,
+            q.failed_recently,
+            ",".join(q.workers) or None,
+        ]
+        for q in infos
+    ]
+    return _table(header, rows) if infos else "no queues yet"
+
+
+def _worker_table(rows: Sequence[store.WorkerInfo]) -> str:
+    header = ["id", "state", "version", "roles", "queues", "running", "last_heartbeat"]
+    table = [
+        [
+            w.id,
+            w.state,
+            w.version,
+            ",".join(w.roles),
+            ",".join(f"{q}:{n}" for q, n in w.queues.items()),
+            w.running,
+            w.last_heartbeat.isoformat(timespec="seconds"),
+        ]
+        for w in rows
+    ]
+    return _table(header, table) if rows else "no workers seen"
 
 
 def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
@@ -160,6 +298,10 @@ def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
         data["run_after"] = args.run_after
     if args.idempotency_key:
         data["idempotency_key"] = args.idempotency_key
+    if args.timeout is not None:
+        data["timeout_seconds"] = args.timeout
+    if args.depends_on:
+        data["depends_on"] = args.depends_on
     return parse_job_spec(data, max_payload_bytes)
 
 
@@ -184,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SettingsError,
         db.SchemaError,
         db.EmbeddedError,
+        store.UnknownDependency,
     ) as exc:
         print(f"aqueue: error: {exc}", file=sys.stderr)
         return 1

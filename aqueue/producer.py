@@ -30,11 +30,17 @@ async def enqueue(
     run_after: datetime | None = None,
     max_attempts: int = 5,
     idempotency_key: str | None = None,
+    timeout_seconds: float | None = None,
+    depends_on: Sequence[uuid.UUID] = (),
 ) -> Job:
     """Enqueue one job in one round trip and return it. With an idempotency key that
     already names a job, that job is returned instead (also under concurrent calls).
     Raises ValidationError for a field aqueue cannot store; the payload is checked by
-    PostgreSQL only (the HTTP API checks its size and content first)."""
+    PostgreSQL only (the HTTP API checks its size and content first).
+
+    `timeout_seconds`: the attempt's time limit (else the task's own, if any).
+    `depends_on`: job ids that must all COMPLETE before this one starts; if one ends DEAD
+    or CANCELLED, this one is CANCELLED (UnknownDependency for an id that is no job)."""
     spec = JobSpec(
         type=type,
         payload={} if payload is None else payload,
@@ -43,6 +49,8 @@ async def enqueue(
         run_after=run_after,
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
+        timeout_seconds=timeout_seconds,
+        depends_on=tuple(depends_on),
     )
     job, _created = await submit(db, spec)
     return job

@@ -211,8 +211,11 @@ async def run_roles(
 class RoleGroup:
     """Roles run side by side as tasks owned here, and stopped one after the other."""
 
-    def __init__(self, roles: Sequence[Role]) -> None:
+    def __init__(self, roles: Sequence[Role], *, signals: bool = True) -> None:
         self.roles = list(roles)
+        # whether a second SIGTERM/SIGINT during shutdown hurries it (not when embedded in
+        # an application that owns its signals)
+        self._signals = signals
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._hurried = False
 
@@ -229,9 +232,10 @@ class RoleGroup:
             for name in failed:
                 log.error("role %s stopped unexpectedly: %r", name, self.tasks[name].exception())
             log.info("shutting down")
-            # A second signal skips the grace period.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.hurry)
+            if self._signals:
+                # A second signal skips the grace period.
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.hurry)
             await self.stop()
             if failed:
                 exc = self.tasks[failed[0]].exception()

@@ -569,6 +569,33 @@ async def cancel_job(
         return Job.from_record(row)
 
 
+async def retry_job(db: Executor, job_id: uuid.UUID, by: str = "operator") -> Job:
+    """Run a DEAD or CANCELLED job again now, with a fresh attempt budget. Raises
+    JobNotFound, or JobStateError for a job in another status."""
+    row = await db.fetchrow(Q["retry_job"], job_id, by)
+    if row is not None:
+        return Job.from_record(row)
+    job = await get_job(db, job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    raise JobStateError(
+        f"job {job_id} is {job.status}: only DEAD or CANCELLED jobs can be retried", job
+    )
+
+
+async def retry_dead(
+    db: Executor, queue: str, type: str | None = None, *, batch: int = 1000, by: str = "operator"
+) -> int:
+    """retry_job for every DEAD job of `queue` (of `type` when given), in batches of
+    `batch`, each its own statement; returns how many."""
+    total = 0
+    while True:
+        count = int(await db.fetchval(Q["retry_dead"], queue, type, batch, by))
+        total += count
+        if count < batch:
+            return total
+
+
 async def watch_job(db: Executor, job_id: uuid.UUID) -> None:
     """Have this job's end notified on the job-finished topic (see Notifier.finished)."""
     await db.execute(Q["watch_job"], job_id)

@@ -694,3 +694,55 @@ FROM workers ORDER BY started_at DESC, id;
 -- name: prune_workers --
 DELETE FROM workers
 WHERE coalesce(stopped_at, last_heartbeat) < now() - make_interval(secs => $1);
+
+-- name: retry_job --
+-- An operator's retry of a DEAD or CANCELLED job: it runs again now, with a fresh
+-- attempt budget. Its earlier attempts stay in job_events.
+WITH retried AS (
+    UPDATE jobs SET
+        status = 'PENDING',
+        attempts = 0,
+        releases = 0,
+        run_after = now(),
+        effective_priority = priority,
+        waiting_for = 0,
+        result = NULL,
+        finished_at = NULL,
+        updated_at = now()
+    WHERE id = $1 AND status IN ('DEAD', 'CANCELLED')
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error, queue)
+    SELECT id, 'PENDING', 0, $2, 'retried by an operator', queue FROM retried
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue) FROM retried
+)
+SELECT retried.* FROM retried WHERE (SELECT count(*) FROM woken) >= 0;
+
+-- name: retry_dead --
+-- retry_job for up to $3 DEAD jobs of queue $1 (of type $2 when given).
+WITH batch AS (
+    SELECT id FROM jobs
+    WHERE status = 'DEAD' AND queue = $1 AND ($2::text IS NULL OR type = $2)
+    ORDER BY id LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), retried AS (
+    UPDATE jobs j SET
+        status = 'PENDING',
+        attempts = 0,
+        releases = 0,
+        run_after = now(),
+        effective_priority = j.priority,
+        waiting_for = 0,
+        result = NULL,
+        finished_at = NULL,
+        updated_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.status = 'DEAD'
+    RETURNING j.id, j.queue
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error, queue)
+    SELECT id, 'PENDING', 0, $4, 'retried by an operator', queue FROM retried
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', $1) WHERE EXISTS (SELECT 1 FROM retried)
+)
+SELECT count(*) FROM retried WHERE (SELECT count(*) FROM woken) >= 0;

@@ -42,3 +42,15 @@ async def crash_database(payload: Any, ctx: JobContext) -> None:
         log.info("crashing the database (attempt %d)", ctx.attempt)
         os.kill(pid, signal.SIGKILL)
         await conn.fetchval("SELECT 1")  # fails for sure: its backend is gone
+
+
+@registry.task("test.fail_once")
+async def fail_once(payload: Any, ctx: JobContext) -> str:
+    """Fail the first time a job runs, succeed after (its marker row says it ran)."""
+    first = await ctx.pool.fetchval(
+        "INSERT INTO ran_once (job_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true",
+        ctx.job_id,
+    )
+    if first:
+        raise RuntimeError("fails the first time")
+    return "second time lucky"

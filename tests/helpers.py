@@ -8,9 +8,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
+from aqueue import store
+from aqueue.model import Job, JobStatus
 from aqueue.notifier import Notifier
 from aqueue.registry import Registry, builtin_registry
 from aqueue.server import new_process_id
@@ -191,3 +194,15 @@ def as_role(url: str, role: str, password: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+
+
+async def wait_status(
+    pool: asyncpg.Pool, job_id: Any, status: JobStatus, timeout: float = 10.0
+) -> Job:
+    """Wait until the job has `status`; return it."""
+
+    async def reached() -> Job | None:
+        job = await store.get_job(pool, job_id)
+        return job if job is not None and job.status is status else None
+
+    return await wait_for(reached, timeout)

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aqueue import store
-from aqueue.api import jobs
+from aqueue.api import jobs, queues, workers
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
@@ -98,6 +98,8 @@ def create_app(
         else [Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=PROBE_PATHS)],
         routes=[
             *jobs.routes,
+            *queues.routes,
+            *workers.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aqueue import producer, store
+from aqueue import control, producer, store
 from aqueue.api.errors import ApiError, read_json
 from aqueue.model import (
     COMPAT_STATUS,
+    FINAL_STATUSES,
     Job,
+    JobSpec,
     JobStatus,
     ValidationError,
     check_name,
@@ -22,8 +27,11 @@ from aqueue.model import (
     parse_job_spec,
 )
 from aqueue.settings import Settings
+from aqueue.waiting import wait_until_finished
 
 MAX_PAGE = 500
+# the longest long-poll: under the usual proxy and load-balancer idle timeouts
+MAX_WAIT_SECONDS = 30
 DEFAULT_PAGE = 50
 LIST_PARAMS = frozenset({"status", "queue", "type", "limit", "cursor"})
 # Room for the rest of a job's fields around the largest payload allowed.
@@ -45,8 +53,15 @@ async def create_job(request: Request) -> JSONResponse:
         spec = parse_job_spec(data, _settings(request).max_payload_bytes)
     except ValidationError as exc:
         raise ApiError(422, str(exc)) from None
-    job, created = await producer.submit(request.app.state.pool, spec)
+    job, created = await _submit(request, spec)
     return JSONResponse(job.to_json(), status_code=201 if created else 200)
+
+
+async def _submit(request: Request, spec: JobSpec) -> tuple[Job, bool]:
+    try:
+        return await producer.submit(request.app.state.pool, spec)
+    except store.UnknownDependency as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 async def list_jobs(request: Request) -> JSONResponse:
@@ -84,11 +99,61 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 
 async def get_job(request: Request) -> JSONResponse:
+    """The job with its history; with `?wait=S` (at most 30), a long-poll: the answer
+    comes as soon as the job finishes, or after S seconds with the job as it is then."""
+    unknown = sorted(set(request.query_params) - {"wait"})
+    if unknown:
+        raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)}; allowed: wait")
+    wait = _parse_wait(request.query_params.get("wait"))
     job = await _find_job(request)
+    pool = request.app.state.pool
+    if wait and job.status not in FINAL_STATUSES:
+        try:
+            job = await wait_until_finished(pool, job.id, wait, request.app.state.notifier)
+        except store.JobNotFound:
+            raise ApiError(404, f"no job with id {job.id}") from None
     body = job.to_json()
-    events = await store.job_events(request.app.state.pool, job.id)
+    body["depends_on"] = [str(i) for i in await store.job_dependencies(pool, job.id)]
+    events = await store.job_events(pool, job.id)
     body["events"] = [event.to_json() for event in events]
     return JSONResponse(body)
+
+
+def _parse_wait(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise ApiError(
+            400, f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS}, got {value!r}"
+        )
+    return seconds
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    return await _job_action(request, control.cancel)
+
+
+async def retry_job(request: Request) -> JSONResponse:
+    return await _job_action(request, control.retry)
+
+
+async def _job_action(
+    request: Request, action: Callable[[asyncpg.Pool, uuid.UUID], Awaitable[Job]]
+) -> JSONResponse:
+    """An operator's action on one job: 404 for no such job, 409 (saying why) for a job
+    whose status does not allow it."""
+    job_id = _job_id(request)
+    try:
+        job = await action(request.app.state.pool, job_id)
+    except store.JobNotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    except store.JobStateError as exc:
+        raise ApiError(409, str(exc)) from None
+    return JSONResponse(job.to_json())
 
 
 async def submit_job_compat(request: Request) -> JSONResponse:
@@ -105,7 +170,7 @@ async def submit_job_compat(request: Request) -> JSONResponse:
         spec = parse_job_spec(fields, _settings(request).max_payload_bytes)
     except ValidationError as exc:
         raise ApiError(422, str(exc).replace("'type'", "'task'")) from None
-    job, created = await producer.submit(request.app.state.pool, spec)
+    job, created = await _submit(request, spec)
     return JSONResponse({"job_id": str(job.id)}, status_code=201 if created else 200)
 
 
@@ -122,11 +187,15 @@ async def job_status_compat(request: Request) -> JSONResponse:
     )
 
 
-async def _find_job(request: Request) -> Job:
+def _job_id(request: Request) -> uuid.UUID:
     try:
-        job_id = parse_job_id(request.path_params["job_id"])
+        return parse_job_id(request.path_params["job_id"])
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+async def _find_job(request: Request) -> Job:
+    job_id = _job_id(request)
     job = await store.get_job(request.app.state.pool, job_id)
     if job is None:
         raise ApiError(404, f"no job with id {job_id}")
@@ -163,6 +232,8 @@ routes = [
     Route("/jobs", create_job, methods=["POST"]),
     Route("/jobs", list_jobs, methods=["GET"]),
     Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    Route("/jobs/{job_id}/retry", retry_job, methods=["POST"]),
     Route("/submit-job", submit_job_compat, methods=["POST"]),
     Route("/job-status/{job_id}", job_status_compat, methods=["GET"]),
 ]

@@ -88,13 +88,46 @@ def openapi_document() -> dict[str, Any]:
             },
             "/jobs/{job_id}": {
                 "get": {
-                    "summary": "A job with its history of state changes",
-                    "parameters": [_id_param()],
+                    "summary": "A job with its dependencies and history of state changes",
+                    "parameters": [
+                        _id_param(),
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 30},
+                            "description": "long-poll: answer when the job finishes, or "
+                            "after this many seconds with the job as it is",
+                        },
+                    ],
                     "responses": {
                         "200": _json(_JOB, "The job"),
-                        "400": _json(_ERROR, "Bad id"),
+                        "400": _json(_ERROR, "Bad id or wait"),
                         "404": _json(_ERROR, "No such job"),
                     },
+                }
+            },
+            "/jobs/{job_id}/cancel": _job_action(
+                "Cancel a job that has not finished (a running one is stopped)"
+            ),
+            "/jobs/{job_id}/retry": _job_action(
+                "Run a DEAD or CANCELLED job again with a fresh attempt budget"
+            ),
+            "/queues": {
+                "get": {
+                    "summary": "Every queue: depth by status, paused, oldest pending, "
+                    "last minute's completed and failed attempts, live workers",
+                    "responses": {"200": _json({"type": "object"}, "The queues")},
+                }
+            },
+            "/queues/{name}/pause": _queue_action("Pause a queue: no worker claims from it"),
+            "/queues/{name}/resume": _queue_action("Resume a paused queue"),
+            "/queues/{name}/retry-dead": _queue_action(
+                'Retry every DEAD job of a queue (body {"type": ...} optional)'
+            ),
+            "/workers": {
+                "get": {
+                    "summary": "Every aqueue process seen lately: alive, lost or stopped",
+                    "responses": {"200": _json({"type": "object"}, "The workers")},
                 }
             },
             "/submit-job": {
@@ -190,6 +223,16 @@ def openapi_document() -> dict[str, Any]:
                             "maximum": 100,
                         },
                         "idempotency_key": {"type": "string", "maxLength": 255},
+                        "timeout_seconds": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": 604800,
+                        },
+                        "depends_on": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "uuid"},
+                            "maxItems": 1000,
+                        },
                     },
                 },
                 "Job": {
@@ -211,8 +254,41 @@ def openapi_document() -> dict[str, Any]:
                         "updated_at": {"type": "string", "format": "date-time"},
                         "started_at": {"type": ["string", "null"], "format": "date-time"},
                         "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                        "timeout_seconds": {"type": ["number", "null"]},
+                        "waiting_for": {"type": "integer"},
+                        "depends_on": {"type": "array", "items": {"type": "string"}},
                     },
                 },
             }
         },
+    }
+
+
+def _job_action(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [_id_param()],
+            "responses": {
+                "200": _json(_JOB, "The job after the action"),
+                "400": _json(_ERROR, "Bad id"),
+                "404": _json(_ERROR, "No such job"),
+                "409": _json(_ERROR, "The job's status does not allow it"),
+            },
+        }
+    }
+
+
+def _queue_action(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": _json({"type": "object"}, "Done"),
+                "400": _json(_ERROR, "Bad queue name or body"),
+            },
+        }
     }

@@ -16,6 +16,7 @@ import pytest
 
 from aqueue import db, store
 from aqueue.api.app import create_app
+from aqueue.api.openapi import openapi_document
 from aqueue.model import JobSpec
 from aqueue.producer import enqueue, enqueue_many
 from aqueue.settings import Settings
@@ -457,7 +458,8 @@ async def test_get_job_includes_its_events(client):
     r = await client.get(f"/jobs/{created['id']}")
     assert r.status_code == 200
     job = r.json()
-    assert {k: v for k, v in job.items() if k != "events"} == created
+    assert {k: v for k, v in job.items() if k not in ("events", "depends_on")} == created
+    assert job["depends_on"] == []
     assert [(e["status"], e["attempt"], e["error"]) for e in job["events"]] == [
         ("PENDING", 0, None)
     ]
@@ -711,3 +713,15 @@ async def test_openapi_describes_the_jobs_routes(client):
 async def test_openapi_documents_the_415_of_routes_that_read_json(client, path):
     doc = (await client.get("/openapi.json")).json()
     assert "415" in doc["paths"][path]["post"]["responses"]
+
+
+async def test_openapi_documents_every_route_the_app_serves(pool):
+    app = create_app(pool, Settings())
+    doc = openapi_document()
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        if path == "/openapi.json":
+            continue
+        methods = {m.lower() for m in getattr(route, "methods", set())} - {"head"}
+        assert path in doc["paths"], f"{path} is not in the OpenAPI document"
+        assert methods <= set(doc["paths"][path]), (path, methods)

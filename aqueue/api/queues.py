@@ -1,0 +1,61 @@
+"""Queue routes: list queues with their depths, pause and resume one, retry its dead."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from aqueue import control
+from aqueue.api.errors import ApiError, read_json
+from aqueue.model import ValidationError, check_name
+from aqueue.settings import Settings
+
+
+def _queue(request: Request) -> str:
+    try:
+        return check_name("queue", request.path_params["name"])
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+async def list_queues(request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    infos = await control.queues(request.app.state.pool, settings.heartbeat_seconds)
+    return JSONResponse({"queues": [info.to_json() for info in infos]})
+
+
+async def pause_queue(request: Request) -> JSONResponse:
+    queue = _queue(request)
+    await control.pause(request.app.state.pool, queue)
+    return JSONResponse({"name": queue, "paused": True})
+
+
+async def resume_queue(request: Request) -> JSONResponse:
+    queue = _queue(request)
+    await control.resume(request.app.state.pool, queue)
+    return JSONResponse({"name": queue, "paused": False})
+
+
+async def retry_dead(request: Request) -> JSONResponse:
+    """`{"type": "x"}` (optional) retries only the dead jobs of that type."""
+    queue = _queue(request)
+    type_ = None
+    if await request.body():
+        data = await read_json(request, 4096)
+        if not isinstance(data, dict) or set(data) - {"type"}:
+            raise ApiError(400, 'the body must be {} or {"type": "<job type>"}')
+        type_ = data.get("type")
+    try:
+        count = await control.retry_dead(request.app.state.pool, queue, type_)
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    return JSONResponse({"name": queue, "type": type_, "retried": count})
+
+
+routes = [
+    Route("/queues", list_queues, methods=["GET"]),
+    Route("/queues/{name}/pause", pause_queue, methods=["POST"]),
+    Route("/queues/{name}/resume", resume_queue, methods=["POST"]),
+    Route("/queues/{name}/retry-dead", retry_dead, methods=["POST"]),
+]
