@@ -570,17 +570,22 @@ SELECT name FROM queues WHERE paused ORDER BY name;
 
 -- name: promote_starving --
 -- Priorities that cannot starve: a runnable job that has been due for longer than $1
--- seconds gets the promoted effective priority ($3), above any a producer can give, so it
--- is next in its queue (oldest first among the promoted) whatever keeps arriving. Walks
--- the claimable index one (queue, priority) group at a time, reading in each group only
--- the starving jobs at its old end: a few probes per group, not the whole backlog.
--- At most $2 per statement.
+-- seconds, behind higher-priority work of its queue, gets the promoted effective priority
+-- ($3), above any a producer can give, so it is next in its queue (oldest first among the
+-- promoted) whatever keeps arriving. Jobs of a queue's highest runnable priority below
+-- the promoted one are left alone: nothing is ahead of them but older jobs (or jobs
+-- promoted for being older), so a backlog of one priority, the usual case, is never
+-- rewritten. Walks the claimable index one (queue, priority) group at a
+-- time (a loose index scan), reading in each lower group only the starving jobs at its
+-- old end. At most $2 per statement.
 WITH RECURSIVE groups AS (
-    (SELECT queue, effective_priority AS priority FROM jobs
+    (SELECT queue, effective_priority AS priority, true AS top FROM jobs
      WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0
      ORDER BY queue, effective_priority DESC LIMIT 1)
     UNION ALL
-    SELECT coalesce(lower_p.queue, next_q.queue), coalesce(lower_p.priority, next_q.priority)
+    SELECT coalesce(lower_p.queue, next_q.queue), coalesce(lower_p.priority, next_q.priority),
+           -- the first group of the next queue, or the group right below a promoted one
+           lower_p.queue IS NULL OR (g.top AND g.priority >= $3)
     FROM groups g
     LEFT JOIN LATERAL (
         SELECT j.queue, j.effective_priority AS priority FROM jobs j
@@ -602,7 +607,7 @@ WITH RECURSIVE groups AS (
           AND j.run_after <= now() - make_interval(secs => $1)
         ORDER BY j.run_after LIMIT $2
     ) s
-    WHERE g.queue IS NOT NULL AND g.priority < $3
+    WHERE g.queue IS NOT NULL AND NOT g.top AND g.priority < $3
     LIMIT $2
 ), locked AS (
     SELECT id FROM jobs WHERE id IN (SELECT id FROM starving) ORDER BY id

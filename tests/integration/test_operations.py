@@ -536,3 +536,20 @@ async def test_each_worker_keeps_a_registry_row_and_marks_it_stopped(pool, db_ur
         assert mine.state == "alive" and mine.queues == {"default": 3, "email": 1}
     rows = await aqueue.workers(pool)
     assert next(w for w in rows if w.id == running.worker.id).state == "stopped"
+
+
+async def test_only_jobs_behind_higher_priorities_are_promoted(pool):
+    # Nothing is ahead of a queue's top priority but older jobs: a backlog of one
+    # priority is never rewritten, however old.
+    reaper = Reaper(pool, fast_settings(promote_after_seconds=0.01), "test")
+    for _ in range(5):
+        await enqueue(pool, "demo.echo", {}, queue="backlog", priority=3)
+    await asyncio.sleep(0.05)
+    assert await reaper.promote() == 0
+    low = await enqueue(pool, "demo.echo", {}, queue="backlog", priority=-1)
+    await asyncio.sleep(0.05)
+    assert await reaper.promote() == 1
+    assert await pool.fetchval("SELECT effective_priority FROM jobs WHERE id = $1", low.id) == (
+        aqueue.model.PROMOTED_PRIORITY
+    )
+    assert await reaper.promote() == 0  # promoted jobs are the top group now
