@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aqueue.db import sql_dir
-from aqueue.model import Job, JobSpec, JobStatus, uuid7, uuid7s
+from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, uuid7, uuid7s
 
 
 class Executor(Protocol):
@@ -40,9 +40,23 @@ Q = load_queries((sql_dir() / "queries.sql").read_text())
 
 async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
     """Insert one job; returns (job, created). An idempotent repeat returns the existing
-    job and created=False. Concurrent callers with one key all get the same job."""
+    job (also one that finished and moved to the history) and created=False. Concurrent
+    callers with one key all get the same job."""
+    job_id = uuid7()
+    if spec.idempotency_key is None:
+        row = await db.fetchrow(
+            Q["insert_job"],
+            job_id,
+            spec.type,
+            spec.payload,
+            spec.queue,
+            spec.priority,
+            spec.run_after,
+            spec.max_attempts,
+        )
+        return Job.from_record(row), True
     args = (
-        uuid7(),
+        job_id,
         spec.type,
         spec.payload,
         spec.queue,
@@ -51,10 +65,10 @@ async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
         spec.max_attempts,
         spec.idempotency_key,
     )
-    # Two tries: the existing row can vanish between the conflict and the read only if
-    # retention deleted it in between; then the second insert simply succeeds.
+    # Two tries: the existing job can vanish between the conflict and the read only if
+    # retention deleted it (and its key) in between; then the second insert succeeds.
     for _ in range(2):
-        row = await db.fetchrow(Q["insert_job"], *args)
+        row = await db.fetchrow(Q["insert_job_keyed"], *args)
         if row is not None:
             return Job.from_record(row), True
         row = await db.fetchrow(Q["job_by_key"], spec.idempotency_key)
@@ -69,6 +83,7 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
     if not specs:
         return []
     ids = uuid7s(len(specs))
+    keyed = any(s.idempotency_key is not None for s in specs)
     rows = [
         {
             "id": job_id.hex,
@@ -82,7 +97,7 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
         }
         for s, job_id in zip(specs, ids, strict=True)
     ]
-    returned = await db.fetch(Q["insert_jobs"], rows)
+    returned = await db.fetch(Q["insert_jobs_keyed" if keyed else "insert_jobs"], rows)
     if len(returned) == len(specs):
         return ids
     inserted = {r["id"] for r in returned}
@@ -130,20 +145,21 @@ async def list_jobs(
     limit: int = 50,
     scan_limit: int | None = None,
 ) -> JobPage:
-    """Jobs newest first, below `after`. With `scan_limit`, a filter no index serves
-    examines at most that many jobs: the page may then be short, even empty, with a
-    next_after to continue from."""
+    """Jobs newest first, below `after`, from both tables (or the one that holds jobs of
+    `status`). With `scan_limit`, a filter no index serves examines at most that many
+    jobs: the page may then be short, even empty, with a next_after to continue from."""
     filters = (status.value if status else None, queue, type, after, limit + 1)
+    table = _LISTING_TABLES[status]
     bounded = scan_limit is not None and (
         queue is not None
         or type is not None
         or (status is not None and status not in INDEXED_STATUSES)
     )
     if not bounded:
-        rows = await db.fetch(Q["list_jobs"], *filters)
+        rows = await db.fetch(_LIST_JOBS[table], *filters)
         jobs = [Job.from_record(r) for r in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
-    rows = await db.fetch(Q["list_jobs_bounded"], *filters, scan_limit)
+    rows = await db.fetch(_LIST_JOBS_BOUNDED[table], *filters, scan_limit)
     matched = [r for r in rows if r["matched"]]
     jobs = [Job.from_record(r) for r in matched[:limit]]
     if len(matched) > limit:
@@ -151,6 +167,17 @@ async def list_jobs(
     # the scan stopped at its limit: continue below the last job it examined
     cut = bool(rows) and rows[-1]["examined"] == scan_limit
     return JobPage(jobs, rows[-1]["id"] if cut else None)
+
+
+# Where jobs of a status live (sql/004_history.sql): the listing reads only that table.
+_LISTING_TABLES: dict[JobStatus | None, str] = {
+    None: "all_jobs",
+    **{s: ("jobs_history" if s in FINAL_STATUSES else "jobs") for s in JobStatus},
+}
+_LIST_JOBS = {t: re.sub(r"\ball_jobs\b", t, Q["list_jobs"]) for t in set(_LISTING_TABLES.values())}
+_LIST_JOBS_BOUNDED = {
+    t: re.sub(r"\ball_jobs\b", t, Q["list_jobs_bounded"]) for t in set(_LISTING_TABLES.values())
+}
 
 
 @dataclass(frozen=True)
@@ -391,3 +418,71 @@ async def reclaim_expired(
     reclaimed = [Reclaimed(r["id"], JobStatus(r["status"]), r["queue"]) for r in rows]
     await notify_queues(db, {r.queue for r in reclaimed if r.status is JobStatus.RETRY})
     return reclaimed
+
+
+# --- finished jobs: retry, retention ---------------------------------------------------
+
+
+class JobNotFound(LookupError):
+    """No job with this id (never enqueued, or deleted by retention)."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"no job with id {job_id}")
+        self.job_id = job_id
+
+
+class JobNotRetryable(ValueError):
+    """The job exists but is not DEAD or CANCELLED: only those can be retried."""
+
+    def __init__(self, job_id: uuid.UUID, status: JobStatus) -> None:
+        super().__init__(
+            f"job {job_id} is {status.value}: only DEAD or CANCELLED jobs can be retried"
+        )
+        self.job_id = job_id
+        self.status = status
+
+
+async def retry_job(db: Executor, job_id: uuid.UUID, by: str | None = None) -> Job:
+    """Bring a DEAD or CANCELLED job back as PENDING, due now, with fresh attempts; its
+    earlier attempts stay in its events. `by` is recorded as the event's worker. Raises
+    JobNotFound or JobNotRetryable."""
+    row = await db.fetchrow(Q["retry_job"], job_id, by)
+    if row is not None:
+        return Job.from_record(row)
+    job = await get_job(db, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    raise JobNotRetryable(job_id, job.status)
+
+
+async def retry_dead(
+    db: Executor, queue: str, type: str | None = None, *, by: str | None = None,
+    batch: int = 1000,
+) -> int:  # fmt: skip
+    """Retry every DEAD job of `queue` (of `type` when given), `batch` per statement, each
+    its own transaction when `db` is a pool; returns how many."""
+    total = 0
+    after: uuid.UUID | None = None
+    while True:
+        row = await db.fetchrow(Q["retry_dead"], queue, type, batch, after, by)
+        total += row["retried"]
+        if row["last_id"] is None:
+            return total
+        after = row["last_id"]
+
+
+async def purge_history(
+    db: Executor, older_than_seconds: float, batch: int, *, max_batches: int | None = None
+) -> int:
+    """Retention: delete jobs finished more than `older_than_seconds` ago, with their
+    events and keys, `batch` per statement (each its own transaction on a pool) until none
+    is left or `max_batches` ran; returns how many."""
+    total = 0
+    done = 0
+    while max_batches is None or done < max_batches:
+        deleted = await db.fetchval(Q["purge_history"], older_than_seconds, batch)
+        total += deleted
+        done += 1
+        if deleted < batch:
+            break
+    return total

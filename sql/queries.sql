@@ -2,17 +2,57 @@
 -- Loaded once by aqueue/store.py, which is the only module that runs them.
 -- Conventions: the statement that ends an attempt writes its job_events row (a
 -- data-modifying CTE), and a worker's outcome is fenced by its lease token.
+--
+-- Where a job lives (sql/004_history.sql): `jobs` holds PENDING, RETRY and RUNNING jobs
+-- only, the claim's table; a finished job (COMPLETED, DEAD, CANCELLED) is in
+-- `jobs_history`, same columns. `all_jobs` is both, for reads. The rules:
+--
+-- 1. A statement that finishes jobs UPDATEs them in `jobs` to the finished status, as any
+--    other transition: `UPDATE jobs SET status = 'CANCELLED', finished_at = now(),
+--    locked_by = NULL, locked_at = NULL, lease_token = NULL, lease_expires_at = NULL,
+--    updated_at = now() WHERE ... RETURNING ...`, with its job_events row written from
+--    RETURNING in the same statement. The trigger jobs_move_finished moves each such row
+--    to jobs_history at the end of the statement: nothing else to do, nothing to forget.
+--    Within that statement the row is still in `jobs`; any later statement finds it in
+--    `jobs_history` (read `all_jobs` when either will do).
+-- 2. A statement that finishes jobs on the hot path moves them itself, as
+--    record_outcomes does: `moved AS (DELETE FROM jobs ... RETURNING ...)` then
+--    `INSERT INTO jobs_history (every column) SELECT ... FROM moved` with the finished
+--    values. That writes what the UPDATE wrote (the old version dead, one new tuple),
+--    where the trigger's function call per row cost record_outcomes ~2x.
+-- 3. A finished job that runs again (retry_job, retry_dead) moves back the same way:
+--    `DELETE FROM jobs_history ... RETURNING`, `INSERT INTO jobs (every column)`.
+-- 4. Never INSERT into `jobs` with a finished status, never UPDATE `jobs_history` to an
+--    unfinished one (its CHECK refuses). A column added to jobs is added to jobs_history
+--    (same order) and to the column lists of the moving statements; all_jobs is
+--    recreated. tests/integration/test_history.py checks all three.
+-- 5. Idempotency keys live in `job_keys` (key -> job id, wherever the job is): a keyed
+--    insert writes it first (insert_job_keyed); retention deletes it with the job.
 
 -- name: insert_job --
 -- One round trip for the common case, the NOTIFY included (delivered only if the
 -- transaction commits; a trigger doing the same cost a third of the insert rate).
--- An idempotency-key conflict returns no row; the caller then reads the existing job
--- (a new statement, so it sees the winner's commit).
+-- A job without an idempotency key: nothing to check, a plain insert.
 WITH inserted AS (
+    INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM inserted;
+
+-- name: insert_job_keyed --
+-- A job with an idempotency key: the key is claimed in job_keys first, which holds the
+-- keys of finished jobs too. A taken key (also one taken by a concurrent enqueue, which
+-- this statement waits for) returns no row; the caller then reads the job the key names
+-- (a new statement, so it sees the winner's commit).
+WITH keyed AS (
+    INSERT INTO job_keys (idempotency_key, job_id) VALUES ($8, $1)
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+), inserted AS (
     INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts,
                       idempotency_key)
-    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    SELECT job_id, $2, $3, $4, $5, coalesce($6, now()), $7, $8 FROM keyed
     RETURNING *
 )
 SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM inserted;
@@ -22,15 +62,41 @@ SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM ins
 -- 1,000 jobs wakes the workers once. (The scalar subquery runs the `woken` CTE once.)
 -- The batch arrives as one JSON array of jobs: one document to encode and parse, where
 -- eight parallel arrays cost ~30% of the insert rate in per-element encoding.
+-- For batches without idempotency keys; insert_jobs_keyed takes the others.
 WITH inserted AS (
+    INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts)
+    SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_after, now()),
+           u.max_attempts
+    FROM jsonb_to_recordset($1::jsonb)
+         AS u(id uuid, type text, payload jsonb, queue text, priority int,
+              run_after timestamptz, max_attempts int)
+    RETURNING id, queue
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue) FROM (SELECT DISTINCT queue FROM inserted) q
+)
+SELECT id FROM inserted WHERE (SELECT count(*) FROM woken) > 0;
+
+-- name: insert_jobs_keyed --
+-- insert_jobs for a batch with idempotency keys: each key is claimed in job_keys first
+-- (see insert_job_keyed); a job whose key is taken (or repeated within the batch) is not
+-- inserted and its id not returned.
+WITH batch AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb)
+         AS u(id uuid, type text, payload jsonb, queue text, priority int,
+              run_after timestamptz, max_attempts int, idempotency_key text)
+), keyed AS (
+    INSERT INTO job_keys (idempotency_key, job_id)
+    SELECT idempotency_key, id FROM batch WHERE idempotency_key IS NOT NULL
+    ORDER BY idempotency_key
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+), inserted AS (
     INSERT INTO jobs (id, type, payload, queue, priority, run_after, max_attempts,
                       idempotency_key)
     SELECT u.id, u.type, u.payload, u.queue, u.priority, coalesce(u.run_after, now()),
            u.max_attempts, u.idempotency_key
-    FROM jsonb_to_recordset($1::jsonb)
-         AS u(id uuid, type text, payload jsonb, queue text, priority int,
-              run_after timestamptz, max_attempts int, idempotency_key text)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    FROM batch u
+    WHERE u.idempotency_key IS NULL OR u.id IN (SELECT job_id FROM keyed)
     RETURNING id, queue
 ), woken AS (
     SELECT pg_notify('aqueue_jobs', queue) FROM (SELECT DISTINCT queue FROM inserted) q
@@ -38,19 +104,24 @@ WITH inserted AS (
 SELECT id FROM inserted WHERE (SELECT count(*) FROM woken) > 0;
 
 -- name: job_ids_by_keys --
-SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1::text[]);
+SELECT idempotency_key, job_id AS id FROM job_keys WHERE idempotency_key = ANY($1::text[]);
 
 -- name: job_by_key --
-SELECT * FROM jobs WHERE idempotency_key = $1;
+SELECT * FROM all_jobs
+WHERE id = (SELECT job_id FROM job_keys WHERE idempotency_key = $1);
 
 -- name: get_job --
-SELECT * FROM jobs WHERE id = $1;
+-- One snapshot for both tables: a job moving between them is seen in exactly one.
+SELECT * FROM all_jobs WHERE id = $1;
 
 -- name: list_jobs --
 -- Newest first (ids are time-ordered), keyset-paginated on the id through the primary
 -- key: a page costs the same however deep. Used unfiltered, and for the statuses an index
--- finds: DEAD and CANCELLED (jobs_failed_idx), RUNNING (jobs_lease_idx).
-SELECT * FROM jobs
+-- finds: DEAD and CANCELLED (jobs_history_failed_idx), RUNNING (jobs_lease_idx).
+-- store.py runs this and list_jobs_bounded on `all_jobs` as written when no status is
+-- asked for (a merge of both tables' primary keys), else on the one table that holds
+-- jobs of that status: `jobs` or `jobs_history` in place of `all_jobs`.
+SELECT * FROM all_jobs
 WHERE ($1::text IS NULL OR status = $1)
   AND ($2::text IS NULL OR queue = $2)
   AND ($3::text IS NULL OR type = $3)
@@ -76,8 +147,8 @@ SELECT * FROM (
            ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR queue = $2)
                AND ($3::text IS NULL OR type = $3) AS matched
     FROM (
-        SELECT jobs.*, row_number() OVER (ORDER BY id DESC) AS examined
-        FROM jobs
+        SELECT all_jobs.*, row_number() OVER (ORDER BY id DESC) AS examined
+        FROM all_jobs
         WHERE ($4::uuid IS NULL OR id < $4)
         ORDER BY id DESC
         LIMIT $6
@@ -89,11 +160,12 @@ LIMIT $5;
 
 -- name: job_events --
 -- The history of a job as transitions: its creation and a running attempt come from the
--- job row, each finished attempt gives two (its start, its end) from job_events.
+-- job row (wherever it lives), each finished attempt gives two (its start, its end) from
+-- job_events.
 SELECT * FROM (
     SELECT created_at AS at, 'PENDING' AS status, 0 AS attempt, NULL AS worker,
            NULL AS error
-    FROM jobs WHERE id = $1
+    FROM all_jobs WHERE id = $1
     UNION ALL
     SELECT started_at, 'RUNNING', attempt, worker, NULL
     FROM job_events WHERE job_id = $1 AND started_at IS NOT NULL
@@ -179,31 +251,54 @@ FROM priorities p WHERE p.priority IS NOT NULL;
 -- A batch of outcomes (COMPLETED, RETRY or DEAD) in one statement. A row is written only
 -- while the job is still RUNNING under the same lease token: a worker whose lease was
 -- reclaimed cannot overwrite the new owner's outcome. Returns the lease tokens accepted.
--- The outcomes arrive sorted by id and the rows are updated in the order they are
--- probed (a hash join on the running jobs, probed by the outcomes in turn), so the rows
--- are locked in id order, as in every multi-row statement here: two cannot deadlock.
+-- A RETRY stays in jobs (an UPDATE); a COMPLETED or DEAD job moves to jobs_history here,
+-- deleted from jobs and inserted there finished (rule 2 at the top), which writes about
+-- what the UPDATE to COMPLETED wrote before (the old version dead, one new tuple).
+-- The outcomes arrive sorted by id and the rows are locked in the order they are probed
+-- (a hash join on the running jobs, probed by the outcomes in turn), so in id order, as
+-- in every multi-row statement here: two cannot deadlock.
 -- (The completer wakes the workers of a queue that got a RETRY: see notify_queues.)
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[],
                          $6::float8[])
         AS o(id, token, status, result, error, retry_in)
-), finished AS (
+), retried AS (
     UPDATE jobs j SET
-        status = o.status,
+        status = 'RETRY',
         result = o.result,
         last_error = coalesce(o.error, j.last_error),
-        run_after = CASE WHEN o.status = 'RETRY'
-                         THEN now() + make_interval(secs => o.retry_in)
-                         ELSE j.run_after END,
-        finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE now() END,
+        run_after = now() + make_interval(secs => o.retry_in),
+        finished_at = NULL,
         locked_by = NULL,
         locked_at = NULL,
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()
     FROM outcome o
-    WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
+    WHERE o.status = 'RETRY'
+      AND j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
     RETURNING j.id, o.token, j.status, j.attempts, j.started_at, o.error
+), moved AS (
+    DELETE FROM jobs j
+    USING outcome o
+    WHERE o.status <> 'RETRY'
+      AND j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
+    RETURNING j.*, o.token AS o_token, o.status AS o_status, o.result AS o_result,
+              o.error AS o_error
+), archived AS (
+    INSERT INTO jobs_history (id, type, payload, status, queue, priority, attempts,
+                              max_attempts, run_after, locked_by, locked_at, last_error,
+                              idempotency_key, created_at, updated_at, lease_token,
+                              lease_expires_at, result, started_at, finished_at, releases)
+    SELECT id, type, payload, o_status, queue, priority, attempts,
+           max_attempts, run_after, NULL, NULL, coalesce(o_error, last_error),
+           idempotency_key, created_at, now(), NULL,
+           NULL, o_result, started_at, now(), releases
+    FROM moved
+), finished AS (
+    SELECT id, token, status, attempts, started_at, error FROM retried
+    UNION ALL
+    SELECT id, o_token, o_status, attempts, started_at, o_error FROM moved
 ), logged AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, started_at)
     SELECT id, status, attempts, $7, error, started_at FROM finished
@@ -217,7 +312,8 @@ SELECT token FROM finished;
 -- still runs or has finished the attempt. The worker writes the attempt back, durably:
 -- as RUNNING under its own lease when its handler still runs (the heartbeat), or with the
 -- attempt's outcome (the completer). Either way the attempt counts. A row that anything
--- else changed since (another claim, an operator) is left alone.
+-- else changed since (another claim, an operator) is left alone. A COMPLETED or DEAD
+-- outcome moves the job to jobs_history at the end of the statement (the trigger: rule 1).
 WITH mine AS (
     SELECT m.id, m.token, m.attempt, to_timestamp(m.started_epoch) AS started_at, m.status,
            m.result, m.error, m.retry_in
@@ -289,7 +385,8 @@ LEFT JOIN jobs j ON j.id = h.id;
 -- name: release_jobs --
 -- Graceful shutdown: hand unfinished jobs back, due now. The first $5 releases of a job
 -- refund its attempt; after that a release spends it (with the retry backoff, and DEAD
--- when none are left), so a handler that hangs until every shutdown still ends.
+-- when none are left), so a handler that hangs until every shutdown still ends. A job
+-- made DEAD moves to jobs_history at the end of the statement (the trigger: rule 1).
 WITH released AS (
     UPDATE jobs j SET
         status = CASE WHEN j.releases >= $5 AND j.attempts >= j.max_attempts
@@ -328,7 +425,8 @@ SELECT id, queue, status FROM released;
 -- The reaper: jobs whose lease ran out (their worker died or hung) go back to RETRY after
 -- the same backoff as a failed attempt ($3 base, $4 cap: a job that kills its worker is
 -- not handed to the next one at once, crash after crash), or to DEAD when their attempts
--- are used up. At most $1 per statement.
+-- are used up. At most $1 per statement. A job made DEAD moves to jobs_history at the end
+-- of the statement (the trigger: rule 1 at the top).
 WITH expired AS (
     SELECT id FROM jobs
     WHERE status = 'RUNNING' AND lease_expires_at < now()
@@ -354,6 +452,93 @@ WITH expired AS (
     SELECT id, status, attempts, $2, last_error, started_at FROM reclaimed
 )
 SELECT id, status, queue FROM reclaimed;
+
+-- name: retry_job --
+-- A DEAD or CANCELLED job runs again (rule 3): back to jobs as PENDING, due now, with
+-- fresh attempts and releases and no result or error (its attempts stay in job_events,
+-- with this retry as a PENDING event), waking the workers of its queue as an insert
+-- does. No row: the job is unknown or not DEAD/CANCELLED (store.retry_job tells which).
+WITH revived AS (
+    DELETE FROM jobs_history WHERE id = $1 AND status IN ('DEAD', 'CANCELLED')
+    RETURNING *
+), restored AS (
+    INSERT INTO jobs (id, type, payload, status, queue, priority, attempts,
+                      max_attempts, run_after, locked_by, locked_at, last_error,
+                      idempotency_key, created_at, updated_at, lease_token,
+                      lease_expires_at, result, started_at, finished_at, releases)
+    SELECT id, type, payload, 'PENDING', queue, priority, 0,
+           max_attempts, now(), NULL, NULL, NULL,
+           idempotency_key, created_at, now(), NULL,
+           NULL, NULL, NULL, NULL, 0
+    FROM revived
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error)
+    SELECT r.id, 'PENDING', 0, $2, 'retried (was ' || v.status || ')'
+    FROM restored r JOIN revived v ON v.id = r.id
+)
+SELECT restored.*, pg_notify('aqueue_jobs', restored.queue) AS notified FROM restored;
+
+-- name: retry_dead --
+-- retry_job for the DEAD jobs of queue $1 (of type $2 when given), at most $3 per
+-- statement, above id $4 (the last of the previous batch): each batch is its own short
+-- transaction, and the walk through jobs_history_failed_idx never revisits a row.
+-- One NOTIFY for the batch. Returns how many, and the last id picked.
+WITH picked AS (
+    SELECT id FROM jobs_history
+    WHERE status = 'DEAD' AND queue = $1 AND ($2::text IS NULL OR type = $2)
+      AND ($4::uuid IS NULL OR id > $4)
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), revived AS (
+    DELETE FROM jobs_history h WHERE h.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING h.*
+), restored AS (
+    INSERT INTO jobs (id, type, payload, status, queue, priority, attempts,
+                      max_attempts, run_after, locked_by, locked_at, last_error,
+                      idempotency_key, created_at, updated_at, lease_token,
+                      lease_expires_at, result, started_at, finished_at, releases)
+    SELECT id, type, payload, 'PENDING', queue, priority, 0,
+           max_attempts, now(), NULL, NULL, NULL,
+           idempotency_key, created_at, now(), NULL,
+           NULL, NULL, NULL, NULL, 0
+    FROM revived
+    RETURNING id, queue
+), logged AS (
+    INSERT INTO job_events (job_id, status, attempt, worker, error)
+    SELECT id, 'PENDING', 0, $5, 'retried (was DEAD)' FROM restored
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue) FROM (SELECT DISTINCT queue FROM restored) q
+)
+SELECT (SELECT count(*) FROM restored) AS retried,
+       (SELECT id FROM picked ORDER BY id DESC LIMIT 1) AS last_id,
+       (SELECT count(*) FROM woken) AS woken;
+
+-- name: purge_history --
+-- Retention (the reaper role): delete at most $2 jobs that finished more than $1 seconds
+-- ago, with their job_events and idempotency keys; one short transaction per batch,
+-- SKIP LOCKED so it never waits for a row (a retry moving it back, say). The walk is up
+-- the primary key: a job finished before the cutoff was created before it, so its
+-- time-ordered id is below the cutoff's (aqueue_uuid7_floor), and the scan stops there
+-- instead of reading the recent history. Returns how many were deleted.
+WITH old AS (
+    SELECT id FROM jobs_history
+    WHERE id < aqueue_uuid7_floor(now() - make_interval(secs => $1))
+      AND finished_at < now() - make_interval(secs => $1)
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM jobs_history h WHERE h.id = ANY(ARRAY(SELECT id FROM old))
+    RETURNING h.id, h.idempotency_key
+), events AS (
+    DELETE FROM job_events e WHERE e.job_id = ANY(ARRAY(SELECT id FROM gone))
+), keys AS (
+    DELETE FROM job_keys k USING gone g
+    WHERE k.idempotency_key = g.idempotency_key AND k.job_id = g.id
+)
+SELECT count(*) FROM gone;
 
 -- name: notify_queues --
 -- Wake the workers of these queues (jobs became runnable other than by an INSERT).
