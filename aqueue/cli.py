@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(localhost, 127.0.0.1 and [::1] when --host is loopback, else any)",
         ),
     )
+    serve_p.add_argument(
+        "--retention",
+        help=_env_help(
+            "retention_seconds",
+            "how long finished jobs are kept before the reaper role deletes them: 7d, 12h, "
+            "30m, 90s, or 0/off for ever (7d)",
+        ),
+    )
     serve_p.add_argument("--log-level", help=_env_help("log_level", DEFAULTS.log_level))
 
     migrate_p = sub.add_parser(
@@ -222,6 +230,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if (text := _pick(args, "pool_max_size", "pool_size")) is not None:
         changes["pool_max_size"] = s.parse_positive_int("--pool-size", text)
         changes["pool_min_size"] = min(DEFAULTS.pool_min_size, changes["pool_max_size"])
+    if (text := _pick(args, "retention_seconds", "retention")) is not None:
+        changes["retention_seconds"] = s.parse_retention(text)
     if (level := _pick(args, "log_level")) is not None:
         if level.upper() not in logging.getLevelNamesMapping():
             raise SettingsError(f"--log-level {level!r} is not a logging level")

@@ -3,7 +3,11 @@ hung) go back to RETRY after the retry backoff, or to DEAD when their attempts a
 up. One statement per round; each reclaim is recorded in job_events by that same
 statement. It runs in every process with the reaper role and in every worker process (its
 statement is cheap and SKIP LOCKED, so many reapers share the work without waiting): a
-fleet of worker-only processes recovers a killed worker's jobs by itself."""
+fleet of worker-only processes recovers a killed worker's jobs by itself.
+
+In a process with the reaper role it also applies retention: jobs that finished longer
+ago than `retention_seconds` are deleted from jobs_history with their events and
+idempotency keys, in small batches, each statement its own short transaction."""
 
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ log = logging.getLogger("aqueue.reaper")
 
 
 class Reaper:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, *, retention: bool = True) -> None:
         self.pool = pool
         self.settings = settings
         self.id = "reaper:" + new_worker_id()
         self.reclaimed = 0
+        # retention runs in processes with the reaper role only, not in every worker
+        self.retention = retention and settings.retention_seconds is not None
+        self.purged = 0
 
     async def run(self) -> None:
         """Reap every interval until cancelled; a failed round is logged and retried."""
@@ -34,6 +41,8 @@ class Reaper:
         while True:
             try:
                 await self.reap()
+                if self.retention:
+                    await self.purge()
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -63,3 +72,21 @@ class Reaper:
             if len(batch) < self.settings.reaper_batch:
                 self.reclaimed += total
                 return total
+
+    async def purge(self) -> int:
+        """Delete finished jobs older than the retention, at most `retention_batches`
+        batches this round (the rest next round: a first run on a long history must not
+        hold up the lease reclaims); returns how many."""
+        seconds = self.settings.retention_seconds
+        if seconds is None:
+            return 0
+        deleted = await store.purge_history(
+            self.pool,
+            seconds,
+            self.settings.retention_batch,
+            max_batches=self.settings.retention_batches,
+        )
+        if deleted:
+            log.info("retention: deleted %d jobs finished more than %gs ago", deleted, seconds)
+        self.purged += deleted
+        return deleted

@@ -149,7 +149,8 @@ async def run_roles(
     # Every worker reaps too: recovering a killed worker's jobs must not depend on where
     # a process with the reaper role happens to run.
     if "reaper" in settings.roles or "worker" in settings.roles:
-        tasks["reaper"] = asyncio.create_task(Reaper(pool, settings).run())
+        reaper = Reaper(pool, settings, retention="reaper" in settings.roles)
+        tasks["reaper"] = asyncio.create_task(reaper.run())
 
     stopper = asyncio.create_task(stop.wait())
     try:

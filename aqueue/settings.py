@@ -55,6 +55,11 @@ class Settings:
     allowed_hosts: tuple[str, ...] | None = None
     # a filtered GET /jobs examines at most this many jobs per page (see list_jobs_bounded)
     list_scan_limit: int = 10_000
+    # finished jobs older than this are deleted by the reaper role (None: kept for ever),
+    # `retention_batch` per statement, at most `retention_batches` per reaper round
+    retention_seconds: float | None = 7 * 86400.0
+    retention_batch: int = 1000
+    retention_batches: int = 100
 
     @property
     def pool_size(self) -> int:
@@ -104,6 +109,7 @@ ENV_VARS = {
     "pool_max_size": "AQUEUE_POOL_SIZE",
     "log_level": "AQUEUE_LOG_LEVEL",
     "migration_lock_timeout_seconds": "AQUEUE_MIGRATION_LOCK_TIMEOUT",
+    "retention_seconds": "AQUEUE_RETENTION",
 }
 # QUEUE is what the seed's worker read; AQUEUE_QUEUES wins when both are set.
 ENV_FALLBACKS = {"queues": "QUEUE"}
@@ -220,3 +226,23 @@ def parse_allowed_hosts(text: str) -> tuple[str, ...]:
                 " in brackets, *.domain or *; give it without a scheme or port"
             )
     return hosts
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_retention(text: str) -> float | None:
+    """`7d`, `12h`, `30m`, `90s` or `3600` (seconds) -> seconds; `0` or `off` -> None
+    (finished jobs are kept for ever)."""
+    value = text.strip().lower()
+    if value in ("off", "never", "forever"):
+        return None
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        raise SettingsError(
+            f"--retention must be a duration like 7d, 12h, 30m, 90s, or 0/off to keep "
+            f"finished jobs for ever, got {text!r}"
+        )
+    seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    return seconds or None
