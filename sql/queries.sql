@@ -19,7 +19,7 @@
 --    record_outcomes does: `moved AS (DELETE FROM jobs ... RETURNING ...)` then
 --    `INSERT INTO jobs_history (every column) SELECT ... FROM moved` with the finished
 --    values. That writes what the UPDATE wrote (the old version dead, one new tuple),
---    where the trigger's function call per row cost record_outcomes ~2x.
+--    where the trigger's function call per row made record_outcomes 4x slower.
 -- 3. A finished job that runs again (retry_job, retry_dead) moves back the same way:
 --    `DELETE FROM jobs_history ... RETURNING`, `INSERT INTO jobs (every column)`.
 -- 4. Never INSERT into `jobs` with a finished status, never UPDATE `jobs_history` to an
@@ -253,7 +253,12 @@ FROM priorities p WHERE p.priority IS NOT NULL;
 -- reclaimed cannot overwrite the new owner's outcome. Returns the lease tokens accepted.
 -- A RETRY stays in jobs (an UPDATE); a COMPLETED or DEAD job moves to jobs_history here,
 -- deleted from jobs and inserted there finished (rule 2 at the top), which writes about
--- what the UPDATE to COMPLETED wrote before (the old version dead, one new tuple).
+-- what the UPDATE to COMPLETED wrote before (the old version dead, one new tuple):
+-- 504 bytes of WAL per job with its job_events row, 523 before; 22 us of PostgreSQL
+-- time per job, as before (batches of 100, one connection, medians of 3). Left to the
+-- trigger, the same statement took 93 us per job. The RETRY update finds its rows by
+-- id (`= ANY`): joined to the outcomes, the planner scanned every running job per
+-- outcome (0.7 ms per batch of 100 that had no retry at all).
 -- The outcomes arrive sorted by id and the rows are locked in the order they are probed
 -- (a hash join on the running jobs, probed by the outcomes in turn), so in id order, as
 -- in every multi-row statement here: two cannot deadlock.
@@ -275,7 +280,7 @@ WITH outcome AS (
         lease_expires_at = NULL,
         updated_at = now()
     FROM outcome o
-    WHERE o.status = 'RETRY'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM outcome WHERE status = 'RETRY'))
       AND j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
     RETURNING j.id, o.token, j.status, j.attempts, j.started_at, o.error
 ), moved AS (
