@@ -260,8 +260,11 @@ FROM priorities p WHERE p.priority IS NOT NULL;
 -- id (`= ANY`): joined to the outcomes, the planner scanned every running job per
 -- outcome (0.7 ms per batch of 100 that had no retry at all).
 -- The outcomes arrive sorted by id and the rows are locked in the order they are probed
--- (a hash join on the running jobs, probed by the outcomes in turn), so in id order, as
--- in every multi-row statement here: two cannot deadlock.
+-- (a hash join on the running jobs, probed by the outcomes in turn; the RETRY rows by an
+-- index scan of their ids), so in id order: the RETRY rows first, then the finished ones.
+-- The rows of one batch are all this worker's, and the other multi-row statements on
+-- running jobs (heartbeat, reaper) never wait for a lock (SKIP LOCKED); a deadlock with
+-- an operator's transaction aborts the batch, which the completer retries whole.
 -- (The completer wakes the workers of a queue that got a RETRY: see notify_queues.)
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[],

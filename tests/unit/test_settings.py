@@ -16,6 +16,7 @@ from aqueue.settings import (
     parse_allowed_hosts,
     parse_port,
     parse_queues,
+    parse_retention,
     parse_roles,
 )
 
@@ -291,3 +292,42 @@ def test_main_with_an_unknown_role_exits_2_naming_it(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "bogus" in err
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("7d", 7 * 86400.0),
+        ("12h", 12 * 3600.0),
+        ("30m", 1800.0),
+        ("90s", 90.0),
+        ("3600", 3600.0),
+        ("1.5d", 1.5 * 86400.0),
+        (" 2H ", 7200.0),
+        ("0", None),
+        ("0d", None),
+        ("off", None),
+        ("OFF", None),
+    ],
+)
+def test_parse_retention_reads_durations_and_off(text, seconds):
+    assert parse_retention(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7w", "-1d", "d", "7 days", "1e3"])
+def test_parse_retention_rejects_what_is_not_a_duration_naming_it(text):
+    with pytest.raises(SettingsError, match="--retention"):
+        parse_retention(text)
+
+
+def test_retention_defaults_to_seven_days():
+    assert settings_for("serve").retention_seconds == 7 * 86400.0
+
+
+def test_retention_comes_from_the_environment_and_the_flag_wins(monkeypatch):
+    monkeypatch.setenv("AQUEUE_RETENTION", "off")
+    assert settings_for("serve").retention_seconds is None
+    assert settings_for("serve", "--retention", "12h").retention_seconds == 12 * 3600.0
