@@ -60,6 +60,10 @@ class Settings:
     retention_seconds: float | None = 7 * 86400.0
     retention_batch: int = 1000
     retention_batches: int = 100
+    # the reapers VACUUM jobs once it holds this many dead tuples and more than this
+    # fraction of its live ones (autovacuum may be off, or wake too rarely for a queue)
+    hot_vacuum_dead: int = 10_000
+    hot_vacuum_scale: float = 0.2
 
     @property
     def pool_size(self) -> int:

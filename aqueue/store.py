@@ -486,3 +486,20 @@ async def purge_history(
         if deleted < batch:
             break
     return total
+
+
+@dataclass(frozen=True)
+class HotTableStats:
+    dead: int
+    live: int
+    may_vacuum: bool
+
+
+async def hot_table_stats(db: Executor) -> HotTableStats:
+    row = await db.fetchrow(Q["hot_table_stats"])
+    return HotTableStats(int(row["dead"]), int(row["live"]), bool(row["may_vacuum"]))
+
+
+async def vacuum_jobs(db: Executor) -> None:
+    """VACUUM the hot table (it must not run inside a transaction)."""
+    await db.execute(Q["vacuum_jobs"])

@@ -548,6 +548,20 @@ WITH old AS (
 )
 SELECT count(*) FROM gone;
 
+-- name: hot_table_stats --
+-- Dead and live tuples of jobs (the cumulative statistics, flushed by every backend about
+-- once a second), and whether this role may VACUUM it (its owner, or a superuser).
+SELECT n_dead_tup AS dead, n_live_tup AS live,
+       pg_has_role(current_user, c.relowner, 'USAGE')
+           OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS may_vacuum
+FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+WHERE s.relid = 'jobs'::regclass;
+
+-- name: vacuum_jobs --
+-- Not in a transaction (VACUUM refuses one); SKIP_LOCKED: when another reaper's VACUUM
+-- holds the table, this one returns at once instead of queueing behind it.
+VACUUM (SKIP_LOCKED) jobs;
+
 -- name: notify_queues --
 -- Wake the workers of these queues (jobs became runnable other than by an INSERT).
 SELECT pg_notify('aqueue_jobs', q) FROM unnest($1::text[]) AS q;

@@ -499,3 +499,51 @@ async def test_the_migration_moves_finished_jobs_and_keeps_their_keys(empty_db_u
     assert {r["status"] for r in history} == set(FINISHED)
     assert all(json.loads(r["result"]) == {"s": r["status"]} for r in history)
     assert keys == {f"key-{s}": job_id for s, job_id in ids.items()}
+
+
+# --- the hot table's dead tuples --------------------------------------------------------
+
+
+async def test_a_reaper_vacuums_the_hot_table_once_its_dead_tuples_pile_up(pool):
+    await enqueue_many(pool, [JobSpec(type="demo.echo") for _ in range(300)])
+    async with pool.acquire() as conn:
+        claimed = await store.claim(conn, "default", 300, "w", 30)
+        outcomes = [Outcome(job, JobStatus.COMPLETED) for job in claimed]
+        assert len(await store.record_outcomes(conn, outcomes, "w")) == 300
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    # two dead tuples per job: its claim's old version and the moved row
+    await wait_for(lambda: _dead_at_least(pool, 600), timeout=20)
+    idle = Reaper(pool, fast_settings(hot_vacuum_dead=1000))
+    assert not await idle.vacuum_if_bloated()
+    reaper = Reaper(pool, fast_settings(hot_vacuum_dead=500))
+    assert await reaper.vacuum_if_bloated()
+    assert reaper.vacuums == 1
+    stats = await store.hot_table_stats(pool)
+    assert stats.dead == 0 and stats.live == 0
+
+
+async def _dead_at_least(pool: asyncpg.Pool, n: int) -> bool:
+    return (await store.hot_table_stats(pool)).dead >= n
+
+
+async def test_a_reaper_that_may_not_vacuum_leaves_it_to_autovacuum(pool, db_url):
+    if not await pool.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        pytest.skip("needs a superuser to make a role that does not own jobs")
+    role = f"not_owner_{secrets.token_hex(4)}"
+    await pool.execute(f"CREATE ROLE {role}")
+
+    async def as_role(conn: asyncpg.Connection) -> None:
+        await conn.execute(f"SET ROLE {role}")
+
+    try:
+        await pool.execute(f"GRANT SELECT ON jobs TO {role}")
+        other = await asyncpg.create_pool(db_url, min_size=1, max_size=1, init=as_role)
+        try:
+            reaper = Reaper(other, fast_settings(hot_vacuum_dead=0))
+            assert not await reaper.vacuum_if_bloated()
+            assert not await reaper.vacuum_if_bloated()  # asked once only
+        finally:
+            await other.close()
+    finally:
+        await pool.execute(f"DROP OWNED BY {role}")
+        await pool.execute(f"DROP ROLE {role}")
