@@ -443,9 +443,12 @@ class JobNotRetryable(ValueError):
 
 
 async def retry_job(db: Executor, job_id: uuid.UUID, by: str | None = None) -> Job:
-    """Bring a DEAD or CANCELLED job back as PENDING, due now, with fresh attempts; its
-    earlier attempts stay in its events. `by` is recorded as the event's worker. Raises
-    JobNotFound or JobNotRetryable."""
+    """Bring a DEAD or CANCELLED job back as PENDING, due now, with fresh attempts and
+    releases, no result and no error; its earlier attempts stay in its events, and this
+    retry is a PENDING event with `by` as its worker. Its workers are woken (NOTIFY, as an
+    insert does). A finished job is always in jobs_history (the trigger moves any that a
+    statement finishes), so that is where it is taken from. Raises JobNotFound or
+    JobNotRetryable (with the job's status)."""
     row = await db.fetchrow(Q["retry_job"], job_id, by)
     if row is not None:
         return Job.from_record(row)
