@@ -3,7 +3,17 @@ hung) go back to RETRY after the retry backoff, or to DEAD when their attempts a
 up. One statement per round; each reclaim is recorded in job_events by that same
 statement. It runs in every process with the reaper role and in every worker process (its
 statement is cheap and SKIP LOCKED, so many reapers share the work without waiting): a
-fleet of worker-only processes recovers a killed worker's jobs by itself."""
+fleet of worker-only processes recovers a killed worker's jobs by itself.
+
+In a process with the reaper role it also applies retention: jobs that finished longer
+ago than `retention_seconds` are deleted from jobs_history with their events and
+idempotency keys, in small batches, each statement its own short transaction.
+
+Every reaper also keeps the hot table small: finished jobs leave it, so each job leaves
+two dead tuples behind (its claim's and its move's), 20,000 a second at full drain. When
+they pass `hot_vacuum_dead` (and a fifth of the live rows), it VACUUMs jobs itself,
+SKIP_LOCKED so that reapers never queue behind each other: autovacuum may be off, and at
+its default one-minute naptime it would let a minute of churn pile up between runs."""
 
 from __future__ import annotations
 
@@ -28,11 +38,18 @@ class Reaper:
     name = "reaper"
     stop_seconds = 5.0
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, process_id: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, process_id: str, *, retention: bool = True
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.id = "reaper:" + process_id
         self.reclaimed = 0
+        # retention runs in processes with the reaper role only, not in every worker
+        self.retention = retention and settings.retention_seconds is not None
+        self.purged = 0
+        self.vacuums = 0
+        self._may_vacuum = True
         self._stopped = asyncio.Event()
 
     def stop(self, now: bool = False) -> None:
@@ -54,10 +71,14 @@ class Reaper:
                 await asyncio.wait_for(self._stopped.wait(), self.settings.reaper_interval_seconds)
 
     async def maintain(self) -> None:
-        """One round: expired leases, starving jobs, and registry rows long gone."""
+        """One round: expired leases, starving jobs, registry rows long gone, finished
+        jobs past the retention (reaper role only), and the hot table's dead tuples."""
         await self.reap()
         await self.promote()
         await store.prune_workers(self.pool, WORKER_ROWS_KEPT_SECONDS)
+        if self.retention:
+            await self.purge()
+        await self.vacuum_if_bloated()
 
     async def promote(self) -> int:
         """Priorities that cannot starve: jobs due for longer than --promote-after go
@@ -101,3 +122,38 @@ class Reaper:
             if len(batch) < self.settings.reaper_batch:
                 self.reclaimed += total
                 return total
+
+    async def purge(self) -> int:
+        """Delete finished jobs older than the retention, at most `retention_batches`
+        batches this round (the rest next round: a first run on a long history must not
+        hold up the lease reclaims); returns how many."""
+        seconds = self.settings.retention_seconds
+        if seconds is None:
+            return 0
+        deleted = await store.purge_history(
+            self.pool,
+            seconds,
+            self.settings.retention_batch,
+            max_batches=self.settings.retention_batches,
+        )
+        if deleted:
+            log.info("retention: deleted %d jobs finished more than %gs ago", deleted, seconds)
+        self.purged += deleted
+        return deleted
+
+    async def vacuum_if_bloated(self) -> bool:
+        """VACUUM jobs when its dead tuples pass the threshold; returns whether it did."""
+        if not self._may_vacuum:
+            return False
+        stats = await store.hot_table_stats(self.pool)
+        if not stats.may_vacuum:
+            self._may_vacuum = False
+            log.info("not the owner of jobs: its dead tuples are left to autovacuum")
+            return False
+        threshold = max(self.settings.hot_vacuum_dead, self.settings.hot_vacuum_scale * stats.live)
+        if stats.dead < threshold:
+            return False
+        await store.vacuum_jobs(self.pool)
+        self.vacuums += 1
+        log.debug("vacuumed jobs (%d dead tuples, %d live)", stats.dead, stats.live)
+        return True

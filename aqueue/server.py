@@ -186,7 +186,8 @@ def build_roles(
     # Every worker reaps too: recovering a killed worker's jobs must not depend on where
     # a process with the reaper role happens to run.
     if "reaper" in settings.roles or "worker" in settings.roles:
-        roles.append(Reaper(pool, settings, process_id))
+        # retention (deleting old history) only where the reaper role is asked for
+        roles.append(Reaper(pool, settings, process_id, retention="reaper" in settings.roles))
     if notifier is not None:
         roles.append(notifier)
     return roles

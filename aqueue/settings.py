@@ -292,6 +292,14 @@ def option(
     return made
 
 
+def retention(text: str) -> float | None:
+    """A duration (see `duration`), or `0`/`off` for none: finished jobs kept for ever."""
+    cleaned = text.strip().lower()
+    if cleaned in ("off", "never", "forever") or re.fullmatch(r"0+(\.0*)?[smhdw]?", cleaned):
+        return None
+    return duration(text)
+
+
 def _seconds(default: float, flag: str, env: str, help: str, **more: Any) -> float:
     return option(default, parse=positive_float, flag=flag, env=env, help=help, **more)
 
@@ -427,6 +435,23 @@ class Settings:
     )
     # a filtered GET /jobs examines at most this many jobs per page (see list_jobs_bounded)
     list_scan_limit: int = 10_000
+    # finished jobs older than this are deleted by the reaper role (None: kept for ever),
+    # `retention_batch` per statement, at most `retention_batches` per reaper round
+    retention_seconds: float | None = option(
+        7 * 86400.0,
+        parse=retention,
+        flag="--retention",
+        env="AQUEUE_RETENTION",
+        help="finished jobs older than this are deleted by the reaper role: 7d, 12h, 30m, "
+        "or 0/off to keep them for ever",
+        shown="7d",
+    )
+    retention_batch: int = 1000
+    retention_batches: int = 100
+    # the reapers VACUUM jobs once it holds this many dead tuples and more than this
+    # fraction of its live ones (autovacuum may be off, or wake too rarely for a queue)
+    hot_vacuum_dead: int = 10_000
+    hot_vacuum_scale: float = 0.2
 
     @property
     def pool_size(self) -> int:

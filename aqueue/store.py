@@ -43,7 +43,8 @@ Q = load_queries((sql_dir() / "queries.sql").read_text())
 
 async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
     """Insert one job; returns (job, created). An idempotent repeat returns the existing
-    job and created=False. Concurrent callers with one key all get the same job."""
+    job (also one that finished and moved to the history) and created=False. Concurrent
+    callers with one key all get the same job."""
     args = (
         uuid7(),
         spec.type,
@@ -52,15 +53,18 @@ async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
         spec.priority,
         spec.run_after,
         spec.max_attempts,
-        spec.idempotency_key,
         spec.timeout_seconds,
+        spec.idempotency_key,
     )
     if spec.depends_on:
         return await _insert_dependent_job(db, spec, args)
-    # Two tries: the existing row can vanish between the conflict and the read only if
-    # retention deleted it in between; then the second insert simply succeeds.
+    if spec.idempotency_key is None:
+        row = await db.fetchrow(Q["insert_job"], *args[:8])
+        return Job.from_record(row), True
+    # Two tries: the existing job can vanish between the conflict and the read only if
+    # retention deleted it (and its key) in between; then the second insert succeeds.
     for _ in range(2):
-        row = await db.fetchrow(Q["insert_job"], *args)
+        row = await db.fetchrow(Q["insert_job_keyed"], *args)
         if row is not None:
             return Job.from_record(row), True
         row = await db.fetchrow(Q["job_by_key"], spec.idempotency_key)
@@ -80,6 +84,7 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
         async with transaction(db) as conn:
             return [(await insert_job(conn, s))[0].id for s in specs]
     ids = uuid7s(len(specs))
+    keyed = any(s.idempotency_key is not None for s in specs)
     rows = [
         {
             "id": job_id.hex,
@@ -94,7 +99,7 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
         }
         for s, job_id in zip(specs, ids, strict=True)
     ]
-    returned = await db.fetch(Q["insert_jobs"], rows)
+    returned = await db.fetch(Q["insert_jobs_keyed" if keyed else "insert_jobs"], rows)
     if len(returned) == len(specs):
         return ids
     inserted = {r["id"] for r in returned}
@@ -142,20 +147,21 @@ async def list_jobs(
     limit: int = 50,
     scan_limit: int | None = None,
 ) -> JobPage:
-    """Jobs newest first, below `after`. With `scan_limit`, a filter no index serves
-    examines at most that many jobs: the page may then be short, even empty, with a
-    next_after to continue from."""
+    """Jobs newest first, below `after`, from both tables (or the one that holds jobs of
+    `status`). With `scan_limit`, a filter no index serves examines at most that many
+    jobs: the page may then be short, even empty, with a next_after to continue from."""
     filters = (status.value if status else None, queue, type, after, limit + 1)
+    table = _LISTING_TABLES[status]
     bounded = scan_limit is not None and (
         queue is not None
         or type is not None
         or (status is not None and status not in INDEXED_STATUSES)
     )
     if not bounded:
-        rows = await db.fetch(Q["list_jobs"], *filters)
+        rows = await db.fetch(_LIST_JOBS[table], *filters)
         jobs = [Job.from_record(r) for r in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
-    rows = await db.fetch(Q["list_jobs_bounded"], *filters, scan_limit)
+    rows = await db.fetch(_LIST_JOBS_BOUNDED[table], *filters, scan_limit)
     matched = [r for r in rows if r["matched"]]
     jobs = [Job.from_record(r) for r in matched[:limit]]
     if len(matched) > limit:
@@ -163,6 +169,17 @@ async def list_jobs(
     # the scan stopped at its limit: continue below the last job it examined
     cut = bool(rows) and rows[-1]["examined"] == scan_limit
     return JobPage(jobs, rows[-1]["id"] if cut else None)
+
+
+# Where jobs of a status live (sql/005_history.sql): the listing reads only that table.
+_LISTING_TABLES: dict[JobStatus | None, str] = {
+    None: "all_jobs",
+    **{s: ("jobs_history" if s in FINAL_STATUSES else "jobs") for s in JobStatus},
+}
+_LIST_JOBS = {t: re.sub(r"\ball_jobs\b", t, Q["list_jobs"]) for t in set(_LISTING_TABLES.values())}
+_LIST_JOBS_BOUNDED = {
+    t: re.sub(r"\ball_jobs\b", t, Q["list_jobs_bounded"]) for t in set(_LISTING_TABLES.values())
+}
 
 
 @dataclass(frozen=True)
@@ -507,25 +524,34 @@ async def _insert_dependent_job(
             row = await conn.fetchrow(Q["job_by_key"], spec.idempotency_key)
             if row is not None:
                 return Job.from_record(row), False
+        # Lock the parents still in jobs and flag them (their end then releases or
+        # cancels this job), then read every parent's status: a parent that finished
+        # meanwhile is found in jobs_history by this later statement.
+        await conn.execute(Q["mark_parents"], parents)
         found = {
-            r["id"]: JobStatus(r["status"]) for r in await conn.fetch(Q["mark_parents"], parents)
+            r["id"]: JobStatus(r["status"]) for r in await conn.fetch(Q["job_statuses"], parents)
         }
         unknown = [str(p) for p in parents if p not in found]
         if unknown:
             raise UnknownDependency(f"'depends_on' names unknown job(s): {', '.join(unknown)}")
-        failed = next(
-            (p for p in parents if found[p] in (JobStatus.DEAD, JobStatus.CANCELLED)), None
-        )
-        reason = (
-            None
-            if failed is None
-            else f"cancelled: job {failed}, which it depends on, ended {found[failed]}"
-        )
         waiting = [p for p in parents if found[p] is not JobStatus.COMPLETED]
-        row = await conn.fetchrow(Q["insert_dependent_job"], *args, len(waiting), parents, reason)
+        row = await conn.fetchrow(Q["insert_dependent_job"], *args, len(waiting), parents)
         if row is None:  # an idempotency key inserted concurrently: that job it is
             row = await conn.fetchrow(Q["job_by_key"], spec.idempotency_key)
             return Job.from_record(row), False
+        failed = next(
+            (p for p in parents if found[p] in (JobStatus.DEAD, JobStatus.CANCELLED)), None
+        )
+        if failed is not None:
+            # Its fate is known already: cancelled at once, as its parent's end would have
+            # (inserted first, then cancelled: a finished job is never inserted into jobs)
+            row = await conn.fetchrow(
+                Q["cancel_job"],
+                row["id"],
+                f"cancelled: job {failed}, which it depends on, ended {found[failed]}",
+                None,
+                False,
+            )
         return Job.from_record(row), True
 
 
@@ -537,7 +563,11 @@ async def job_dependencies(db: Executor, job_id: uuid.UUID) -> list[uuid.UUID]:
 
 
 class JobNotFound(LookupError):
-    """No job has this id."""
+    """No job with this id (never enqueued, or deleted by retention)."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"no job with id {job_id}")
+        self.job_id = job_id
 
 
 class JobStateError(Exception):
@@ -546,6 +576,18 @@ class JobStateError(Exception):
     def __init__(self, message: str, job: Job) -> None:
         super().__init__(message)
         self.job = job
+
+
+class JobNotRetryable(JobStateError):
+    """The job exists but is not DEAD or CANCELLED: only those can be retried."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"job {job.id} is {job.status.value}: only DEAD or CANCELLED jobs can be retried",
+            job,
+        )
+        self.job_id = job.id
+        self.status = job.status
 
 
 async def cancel_job(
@@ -557,43 +599,64 @@ async def cancel_job(
     async with transaction(db) as conn:
         locked = await conn.fetchrow(Q["lock_job"], job_id)
         if locked is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        status = JobStatus(locked["status"])
-        if status in FINAL_STATUSES:
             job = await get_job(conn, job_id)
-            assert job is not None
-            raise JobStateError(f"job {job_id} already finished: it is {status}", job)
-        running = status is JobStatus.RUNNING
+            if job is None:
+                raise JobNotFound(job_id)
+            raise JobStateError(f"job {job_id} already finished: it is {job.status}", job)
+        # jobs holds no finished job (they move to jobs_history): this one still runs
+        running = JobStatus(locked["status"]) is JobStatus.RUNNING
         row = await conn.fetchrow(Q["cancel_job"], job_id, reason, locked["locked_by"], running)
         await settle(conn, [Ended.of(row)])
         return Job.from_record(row)
 
 
-async def retry_job(db: Executor, job_id: uuid.UUID, by: str = "operator") -> Job:
-    """Run a DEAD or CANCELLED job again now, with a fresh attempt budget. Raises
-    JobNotFound, or JobStateError for a job in another status."""
+async def retry_job(db: Executor, job_id: uuid.UUID, by: str | None = None) -> Job:
+    """Bring a DEAD or CANCELLED job back as PENDING, due now, with fresh attempts and
+    releases, no result and no error; its earlier attempts stay in its events, and this
+    retry is a PENDING event with `by` as its worker. Its workers are woken (NOTIFY, as an
+    insert does). A finished job is always in jobs_history (the trigger moves any that a
+    statement finishes), so that is where it is taken from. Raises JobNotFound or
+    JobNotRetryable (with the job's status)."""
     row = await db.fetchrow(Q["retry_job"], job_id, by)
     if row is not None:
         return Job.from_record(row)
     job = await get_job(db, job_id)
     if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    raise JobStateError(
-        f"job {job_id} is {job.status}: only DEAD or CANCELLED jobs can be retried", job
-    )
+        raise JobNotFound(job_id)
+    raise JobNotRetryable(job)
 
 
 async def retry_dead(
-    db: Executor, queue: str, type: str | None = None, *, batch: int = 1000, by: str = "operator"
-) -> int:
-    """retry_job for every DEAD job of `queue` (of `type` when given), in batches of
-    `batch`, each its own statement; returns how many."""
+    db: Executor, queue: str, type: str | None = None, *, by: str | None = None,
+    batch: int = 1000,
+) -> int:  # fmt: skip
+    """Retry every DEAD job of `queue` (of `type` when given), `batch` per statement, each
+    its own transaction when `db` is a pool; returns how many."""
     total = 0
+    after: uuid.UUID | None = None
     while True:
-        count = int(await db.fetchval(Q["retry_dead"], queue, type, batch, by))
-        total += count
-        if count < batch:
+        row = await db.fetchrow(Q["retry_dead"], queue, type, batch, after, by)
+        total += row["retried"]
+        if row["last_id"] is None:
             return total
+        after = row["last_id"]
+
+
+async def purge_history(
+    db: Executor, older_than_seconds: float, batch: int, *, max_batches: int | None = None
+) -> int:
+    """Retention: delete jobs finished more than `older_than_seconds` ago, with their
+    events and keys, `batch` per statement (each its own transaction on a pool) until none
+    is left or `max_batches` ran; returns how many."""
+    total = 0
+    done = 0
+    while max_batches is None or done < max_batches:
+        deleted = await db.fetchval(Q["purge_history"], older_than_seconds, batch)
+        total += deleted
+        done += 1
+        if deleted < batch:
+            break
+    return total
 
 
 async def watch_job(db: Executor, job_id: uuid.UUID) -> None:
@@ -735,3 +798,20 @@ async def list_workers(db: Executor, lost_after_seconds: float) -> list[WorkerIn
 async def prune_workers(db: Executor, older_than_seconds: float) -> int:
     status = await db.execute(Q["prune_workers"], older_than_seconds)
     return int(status.split()[-1])
+
+
+@dataclass(frozen=True)
+class HotTableStats:
+    dead: int
+    live: int
+    may_vacuum: bool
+
+
+async def hot_table_stats(db: Executor) -> HotTableStats:
+    row = await db.fetchrow(Q["hot_table_stats"])
+    return HotTableStats(int(row["dead"]), int(row["live"]), bool(row["may_vacuum"]))
+
+
+async def vacuum_jobs(db: Executor) -> None:
+    """VACUUM the hot table (it must not run inside a transaction)."""
+    await db.execute(Q["vacuum_jobs"])

@@ -49,7 +49,7 @@ async def wait_until_finished(
     except TimeoutError:
         job = await store.get_job(pool, job_id)
         if job is None:
-            raise JobNotFound(f"no job with id {job_id}") from None
+            raise JobNotFound(job_id) from None
         return job
 
 
@@ -59,7 +59,7 @@ async def _until_finished(pool: asyncpg.Pool, job_id: uuid.UUID, event: asyncio.
         event.clear()  # before the read: a notification during it is not lost
         job = await store.get_job(pool, job_id)
         if job is None:
-            raise JobNotFound(f"no job with id {job_id}")
+            raise JobNotFound(job_id)
         if job.status in FINAL_STATUSES:
             return job
         if not watched:

@@ -58,8 +58,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help="comma-separated, default all: " + ",".join(SCENARIOS),
+        default=",".join(n for n, s in SCENARIOS.items() if not s.opt_in),
+        help="comma-separated, default all but the opt-in "
+        + ",".join(n for n, s in SCENARIOS.items() if s.opt_in)
+        + ": "
+        + ",".join(SCENARIOS),
+    )
+    p.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=None,
+        help="how long steady_bloat offers jobs (default 600, --quick 10)",
     )
     tuned = p.add_mutually_exclusive_group()
     tuned.add_argument(
@@ -102,6 +111,8 @@ def version(dist: str) -> str | None:
 
 async def run(args: argparse.Namespace) -> int:
     sizes = QUICK if args.quick else FULL
+    if args.steady_seconds is not None:
+        sizes = dataclasses.replace(sizes, steady_seconds=args.steady_seconds)
     repeat = args.repeat or (1 if args.quick else 3)
     tuned = args.tuned if args.tuned is not None else not args.quick
     names = [s.strip() for s in args.systems.split(",") if s.strip()]

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ class Sizes:
     load_seconds: float
     http_jobs: int
     memory_jobs: int
+    history_jobs: int
+    steady_seconds: float
     batch: int = 1000
     pickup_rate: float = 50.0
     http_inflight: int = 32
@@ -48,6 +51,8 @@ FULL = Sizes(
     load_seconds=30.0,
     http_jobs=5_000,
     memory_jobs=100_000,
+    history_jobs=1_000_000,
+    steady_seconds=600.0,
 )
 QUICK = Sizes(
     enqueue_single=200,
@@ -57,6 +62,8 @@ QUICK = Sizes(
     load_seconds=2.0,
     http_jobs=200,
     memory_jobs=3_000,
+    history_jobs=20_000,
+    steady_seconds=10.0,
     timeout_s=40.0,
 )
 
@@ -78,6 +85,7 @@ class Scenario:
     concurrency: int = 10
     tuned: bool = True  # do the tuned peer variants run it
     sql_connections: int = 0  # the plain-SQL ceiling it is compared with (0: none)
+    opt_in: bool = False  # runs only when named in --scenarios (too long for every run)
 
 
 JOBS_S = (Metric("jobs_per_s", "jobs/s", True),)
@@ -109,6 +117,25 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("http_enqueue", "aqueue POST /jobs, 32 requests in flight", JOBS_S,
                  ("aqueue",), tuned=False),
+        Scenario(
+            "drain_history",
+            "drain 20,000 jobs with 1,000,000 finished jobs stored (concurrency 50)",
+            (Metric("jobs_per_s", "jobs/s", True),
+             Metric("vs_drain_c50", "x drain_c50 (empty)", True)),
+            ("aqueue",), concurrency=50, tuned=False,
+        ),
+        Scenario(
+            "steady_bloat",
+            "hot table under 10 min of steady load at half the drain_c50 rate (c50)",
+            (Metric("hot_dead_max", "dead tuples", False),
+             Metric("hot_dead_final", "dead tuples", False),
+             Metric("hot_live_max", "live tuples", False),
+             Metric("hot_mb_max", "MB", False), Metric("hot_mb_final", "MB", False),
+             Metric("history_dead_max", "dead tuples", False),
+             Metric("history_mb_final", "MB", False),
+             Metric("rate_per_s", "jobs/s offered", True)),
+            ("aqueue",), concurrency=50, tuned=False, opt_in=True,
+        ),
         Scenario(
             "memory", "aqueue worker RSS over a long drain (concurrency 50)",
             (Metric("rss_warm_mb", "MB", False), Metric("rss_peak_mb", "MB", False),
@@ -357,6 +384,8 @@ class Runner:
                     "load_latency": self._load_latency,
                     "http_enqueue": self._http_enqueue,
                     "memory": self._memory,
+                    "drain_history": self._drain_history,
+                    "steady_bloat": self._steady_bloat,
                 }[scenario.name]
                 await handler(scenario, system, url, result)
         except Exception as exc:
@@ -638,6 +667,121 @@ class Runner:
             rss_final_mb=samples[-1][1] / mb if samples else None,
         )
 
+    async def _drain_history(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        """drain_c50 with a long history already stored: finished jobs loaded in one
+        statement (generate_series), where that aqueue keeps them (jobs_history since
+        migration 004, jobs before), vacuumed and analyzed as autovacuum would have."""
+        n, stored = self.sizes.drain, self.sizes.history_jobs
+        conn = await asyncpg.connect(url)
+        try:
+            t0 = time.monotonic()
+            table = "jobs_history" if await has_history(conn) else "jobs"
+            await conn.execute(
+                f"""INSERT INTO {table} (id, type, payload, status, attempts, created_at,
+                                         started_at, finished_at, updated_at)
+                    SELECT aqueue_uuid7(), 'bench.history', jsonb_build_object('i', g),
+                           'COMPLETED', 1, now(), now(), now(), now()
+                    FROM generate_series(1, $1) g""",
+                stored,
+            )
+            await conn.execute(
+                f"""INSERT INTO job_events (job_id, status, attempt, worker, started_at)
+                    SELECT id, 'COMPLETED', 1, 'bench', started_at FROM {table}"""
+            )
+            await conn.execute(f"VACUUM ANALYZE {table}")
+            await conn.execute("VACUUM ANALYZE job_events")
+            load_s = time.monotonic() - t0
+            # the drain's jobs are the ones created from now on (ids are time-ordered)
+            since = uuid7_floor(time.time())
+        finally:
+            await conn.close()
+        drained = Since(system, since)
+        await self._prefill(system, url, n)
+        rate = await self._drain_run(drained, url, n, scenario, result)  # type: ignore[arg-type]
+        empty = self.drain_rates.get(system.label)
+        result.metrics["vs_drain_c50"] = rate / empty if rate and empty else None
+        result.details.update(
+            history_jobs=stored,
+            history_table=table,
+            history_load_s=round(load_s, 1),
+            drain_c50_this_run=empty,
+        )
+
+    async def _steady_bloat(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        """Jobs arriving at half the drain_c50 rate for `steady_seconds`, one worker at
+        concurrency 50; every few seconds the hot table's and the history's dead and live
+        tuples (pg_stat_user_tables) and total size (pg_total_relation_size)."""
+        drain = self.drain_rates.get(system.label)
+        rate = 0.5 * drain if drain else 1000.0
+        duration = self.sizes.steady_seconds
+        interval = min(5.0, max(1.0, duration / 20))
+        samples: list[dict[str, Any]] = []
+        record_dir = self.record_dir()
+        workers = self.workers(
+            system, [system.worker_command(url, scenario.concurrency)], record_dir
+        )
+        conn = await asyncpg.connect(url)
+        await system.open(url)
+        try:
+            workers.start()
+            if not await self._warm_up(system, conn, workers, result):
+                return
+            history = "jobs_history" if await has_history(conn) else None
+            t0 = time.monotonic()
+            producing = asyncio.create_task(
+                system.produce("load", rate=rate, duration=duration, tick=0.01)
+            )
+            while not producing.done():
+                samples.append(await table_stats(conn, history, time.monotonic() - t0))
+                await asyncio.wait({producing}, timeout=interval)
+            out = producing.result()
+            n = int(out["sent"])
+            error = await wait_completed(system, conn, n + 1, workers, self.sizes.timeout_s)
+            samples.append(await table_stats(conn, history, time.monotonic() - t0))
+            await workers.stop()
+            if error:
+                result.errors.append(error)
+            result.errors += workers.errors
+            db = await system.verify(conn)
+        finally:
+            workers.kill()
+            await system.close()
+            await conn.close()
+        result.errors += check_db(db, n + 1)
+        rec_errors, _ = check_records(read_records(record_dir), {-1, *range(n)})
+        result.errors += rec_errors
+        mb = 1024 * 1024
+        hot = [s["jobs"] for s in samples]
+        hist = [s["history"] for s in samples if s["history"]]
+        result.metrics.update(
+            hot_dead_max=max(h["dead"] for h in hot),
+            hot_dead_final=hot[-1]["dead"],
+            hot_live_max=max(h["live"] for h in hot),
+            hot_mb_max=max(h["bytes"] for h in hot) / mb,
+            hot_mb_final=hot[-1]["bytes"] / mb,
+            history_dead_max=max(h["dead"] for h in hist) if hist else None,
+            history_mb_final=hist[-1]["bytes"] / mb if hist else None,
+            rate_per_s=out["rate"],
+        )
+        result.details.update(
+            jobs=n,
+            duration_s=duration,
+            target_rate_per_s=rate,
+            rate_basis=(
+                f"half of this run's drain_c50 rate ({drain:.0f} jobs/s)"
+                if drain
+                else "no drain_c50 result in this run: 1,000 jobs/s"
+            ),
+            sample_every_s=interval,
+            hot_table="jobs",
+            history_table=history,
+            samples=samples,
+        )
+
     # the plain-SQL ceiling ---------------------------------------------------------------
 
     async def _sql(self, scenario: Scenario, system: System, url: str, result: Result) -> None:
@@ -652,6 +796,78 @@ class Runner:
             "batch": 100,
             "connections": scenario.sql_connections,
         }
+
+
+async def has_history(conn: asyncpg.Connection) -> bool:
+    """Whether this aqueue keeps finished jobs apart (migration 004)."""
+    return bool(await conn.fetchval("SELECT to_regclass('jobs_history') IS NOT NULL"))
+
+
+def uuid7_floor(epoch: float) -> uuid.UUID:
+    """The smallest time-ordered id of a time: every job created later has a larger id."""
+    return uuid.UUID(int=int(epoch * 1000) << 80)
+
+
+class Since:
+    """A system whose completion checks count only the jobs created since `since` (the
+    drain's own, not the history loaded before it): a range of the primary key, so the
+    0.1 s polls do not count a million stored jobs each time."""
+
+    def __init__(self, system: System, since: uuid.UUID) -> None:
+        self._system = system
+        self._since = since
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._system, name)
+
+    async def completed(self, conn: asyncpg.Connection) -> int:
+        table = "all_jobs" if await has_history(conn) else "jobs"
+        return int(
+            await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE id >= $1 AND status = 'COMPLETED'",
+                self._since,
+            )
+        )
+
+    async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
+        table = "all_jobs" if await has_history(conn) else "jobs"
+        row = await conn.fetchrow(
+            f"""SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                       count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
+                       count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
+                       extract(epoch FROM min(started_at)) AS first_claim,
+                       extract(epoch FROM max(finished_at)) AS last_completion
+                FROM {table} WHERE id >= $1""",
+            self._since,
+        )
+        return {
+            "completed": row["completed"],
+            "completed_once": row["once"],
+            "not_completed": row["not_completed"],
+            "first_claim": float(row["first_claim"] or 0),
+            "last_completion": float(row["last_completion"] or 0),
+        }
+
+
+async def table_stats(conn: asyncpg.Connection, history: str | None, at: float) -> dict[str, Any]:
+    """Dead and live tuples (pg_stat_user_tables) and total size with indexes and TOAST
+    of the hot table and of the history (None when this aqueue has none)."""
+    rows = await conn.fetch(
+        """SELECT relname, n_dead_tup, n_live_tup, autovacuum_count,
+                  pg_total_relation_size(relid) AS bytes
+           FROM pg_stat_user_tables WHERE relname = ANY($1::text[])""",
+        ["jobs", history or "jobs"],
+    )
+    by = {
+        r["relname"]: {
+            "dead": r["n_dead_tup"],
+            "live": r["n_live_tup"],
+            "bytes": r["bytes"],
+            "autovacuums": r["autovacuum_count"],
+        }
+        for r in rows
+    }
+    return {"t": round(at, 1), "jobs": by["jobs"], "history": by.get(history or "")}
 
 
 def free_port() -> int:

@@ -18,8 +18,8 @@ from bench.baseline import Baseline
 from bench.systems.aqueue_system import AqueueSystem
 
 # A reply may take as long as a whole loop: load_latency offers jobs for 30 s, the full
-# enqueue_batch sends 50,000 jobs.
-REPLY_TIMEOUT_S = 600.0
+# enqueue_batch sends 50,000 jobs, steady_bloat offers jobs for 10 minutes.
+REPLY_TIMEOUT_S = 900.0
 
 
 class AqueueBaselineSystem(AqueueSystem):

@@ -25,6 +25,13 @@ def aqueue_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from aqueue.cli import main; sys.exit(main())"]
 
 
+async def all_jobs(conn: asyncpg.Connection) -> str:
+    """Every job of either schema: finished jobs live in jobs_history since migration 004
+    (the view all_jobs reads both), in jobs before it (a --baseline revision)."""
+    view = await conn.fetchval("SELECT to_regclass('all_jobs') IS NOT NULL")
+    return "all_jobs" if view else "jobs"
+
+
 class AqueueSystem(System):
     system = "aqueue"
     variant = "default"
@@ -95,19 +102,20 @@ class AqueueSystem(System):
         ]
 
     async def completed(self, conn: asyncpg.Connection) -> int:
-        return await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
+        jobs = await all_jobs(conn)
+        return await conn.fetchval(f"SELECT count(*) FROM {jobs} WHERE status = 'COMPLETED'")
 
     async def stored(self, conn: asyncpg.Connection) -> int:
-        return await conn.fetchval("SELECT count(*) FROM jobs")
+        return await conn.fetchval(f"SELECT count(*) FROM {await all_jobs(conn)}")
 
     async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
         row = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
-                      count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
-                      count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
-                      extract(epoch FROM min(started_at)) AS first_claim,
-                      extract(epoch FROM max(finished_at)) AS last_completion
-               FROM jobs"""
+            f"""SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                       count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
+                       count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
+                       extract(epoch FROM min(started_at)) AS first_claim,
+                       extract(epoch FROM max(finished_at)) AS last_completion
+                FROM {await all_jobs(conn)}"""
         )
         return {
             "completed": row["completed"],

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -116,6 +117,20 @@ def test_enqueue_then_status_print_the_job_as_json(db_url):
     shown = run_cli("status", job["id"], "--database-url", db_url)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["payload"] == {"a": 1}
+
+
+async def test_status_finds_a_finished_job_in_the_history(db_url):
+    conn = await asyncpg.connect(db_url)
+    try:
+        job_id = await conn.fetchval("INSERT INTO jobs (type) VALUES ('demo.echo') RETURNING id")
+        # finished by a plain UPDATE: the trigger moves it to jobs_history
+        await conn.execute("UPDATE jobs SET status = 'CANCELLED', finished_at = now()")
+        assert await conn.fetchval("SELECT count(*) FROM jobs_history") == 1
+    finally:
+        await conn.close()
+    shown = run_cli("status", str(job_id), "--database-url", db_url)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "CANCELLED"
 
 
 def test_enqueue_with_bad_json_payload_is_one_line_and_writes_nothing(db_url):

@@ -152,7 +152,7 @@ async def test_priority_order_on_a_one_slot_worker(http, pool):
     await _post(http, "/queues/default/resume")
     for job_id in ids.values():
         await _until(http, job_id, "COMPLETED")
-    started = await pool.fetch("SELECT priority FROM jobs ORDER BY started_at")
+    started = await pool.fetch("SELECT priority FROM all_jobs ORDER BY started_at")
     assert [r["priority"] for r in started] == [7, 3, 0, -2]
 
 
@@ -189,7 +189,7 @@ async def test_a_chain_runs_in_order_and_a_failed_parent_cancels_its_child(http,
     b = await _enqueue(http, type="demo.echo", payload={}, depends_on=[a], priority=10)
     c = await _enqueue(http, type="demo.echo", payload={}, depends_on=[b], priority=20)
     await _until(http, c, "COMPLETED")
-    order = await pool.fetch("SELECT id::text FROM jobs ORDER BY started_at")
+    order = await pool.fetch("SELECT id::text FROM all_jobs ORDER BY started_at")
     assert [r["id"] for r in order] == [a, b, c]
     assert (await _job(http, c))["depends_on"] == [b]
 

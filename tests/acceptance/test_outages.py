@@ -36,7 +36,7 @@ async def proxy(db_url: str) -> AsyncIterator[DatabaseProxy]:
 
 
 async def statuses(pool: asyncpg.Pool, *ids: object) -> list[str]:
-    rows = await pool.fetch("SELECT id, status FROM jobs WHERE id = ANY($1::uuid[])", list(ids))
+    rows = await pool.fetch("SELECT id, status FROM all_jobs WHERE id = ANY($1::uuid[])", list(ids))
     by_id = {r["id"]: r["status"] for r in rows}
     return [by_id[i] for i in ids]
 
@@ -51,7 +51,7 @@ async def test_two_signals_end_the_process_whatever_the_database_does(pool, prox
         hanging = await enqueue(pool, "demo.sleep", {"seconds": 120})
         short = await enqueue(pool, "test.nap", {"seconds": 1})
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 2 FROM jobs WHERE status = 'RUNNING'")
+            lambda: pool.fetchval("SELECT count(*) = 2 FROM all_jobs WHERE status = 'RUNNING'")
         )
         getattr(proxy, outage)()
         await worker.wait_for_line(f"napped {short.id}")  # its outcome cannot be written
@@ -92,7 +92,9 @@ async def test_an_outage_is_reported_once_when_it_starts_and_once_when_it_ends(p
 
 
 async def _status_is(pool: asyncpg.Pool, job_id: object, status: str) -> bool:
-    return bool(await pool.fetchval("SELECT status = $2 FROM jobs WHERE id = $1", job_id, status))
+    return bool(
+        await pool.fetchval("SELECT status = $2 FROM all_jobs WHERE id = $1", job_id, status)
+    )
 
 
 @pytest.fixture
@@ -139,7 +141,9 @@ async def test_a_job_that_crashes_the_database_reaches_dead(private_pg):
             try:
                 assert pool is not None
                 return bool(
-                    await pool.fetchval("SELECT status = 'DEAD' FROM jobs WHERE id = $1", job_id)
+                    await pool.fetchval(
+                        "SELECT status = 'DEAD' FROM all_jobs WHERE id = $1", job_id
+                    )
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 return False  # the server is recovering from the crash
@@ -172,7 +176,7 @@ async def test_a_fleet_of_worker_only_processes_recovers_a_killed_workers_jobs(p
         await victim.wait()
         await survivor.start()
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 20 FROM jobs WHERE status = 'COMPLETED'"),
+            lambda: pool.fetchval("SELECT count(*) = 20 FROM all_jobs WHERE status = 'COMPLETED'"),
             timeout=60,
         )
         survivor.signal(signal.SIGTERM)

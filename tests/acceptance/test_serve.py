@@ -36,7 +36,7 @@ def worker_args(db_url: str, *extra: str) -> list[str]:
 
 
 async def completed(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'"))
+    return int(await pool.fetchval("SELECT count(*) FROM all_jobs WHERE status = 'COMPLETED'"))
 
 
 async def test_every_job_completes_after_a_worker_is_killed_mid_job(pool, db_url):
@@ -53,7 +53,7 @@ async def test_every_job_completes_after_a_worker_is_killed_mid_job(pool, db_url
         await wait_for(lambda: pool.fetchval("SELECT count(*) >= 10 FROM executions"))
         victim.signal(signal.SIGKILL)
         assert await victim.wait() == -signal.SIGKILL
-        assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'RUNNING'") > 0
+        assert await pool.fetchval("SELECT count(*) FROM all_jobs WHERE status = 'RUNNING'") > 0
     finally:
         await victim.kill()
     rescuer = await ServeProcess(
@@ -65,7 +65,7 @@ async def test_every_job_completes_after_a_worker_is_killed_mid_job(pool, db_url
     ).start()
     try:
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 40 FROM jobs WHERE status = 'COMPLETED'"),
+            lambda: pool.fetchval("SELECT count(*) = 40 FROM all_jobs WHERE status = 'COMPLETED'"),
             timeout=60,
         )
     finally:
@@ -96,7 +96,9 @@ async def test_four_workers_drain_5000_jobs_with_no_duplicate_and_none_missing(p
     await asyncio.gather(*(w.start() for w in workers))
     try:
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 5000 FROM jobs WHERE status = 'COMPLETED'"),
+            lambda: pool.fetchval(
+                "SELECT count(*) = 5000 FROM all_jobs WHERE status = 'COMPLETED'"
+            ),
             timeout=120,
         )
     finally:
@@ -114,7 +116,7 @@ async def test_four_workers_drain_5000_jobs_with_no_duplicate_and_none_missing(p
     )
     processed = {r["job_id"] for r in await pool.fetch("SELECT job_id FROM processed")}
     assert processed == set(ids)
-    assert await pool.fetchval("SELECT max(attempts) FROM jobs") == 1
+    assert await pool.fetchval("SELECT max(attempts) FROM all_jobs") == 1
     workers_used = await pool.fetchval(
         "SELECT count(DISTINCT worker) FROM job_events WHERE status = 'COMPLETED'"
     )
@@ -128,13 +130,13 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_cleanly(pool, db_ur
             await store.insert_jobs(pool, [JobSpec(type="demo.sleep", payload={"seconds": 0.5})])
         )[0]
         await wait_for(
-            lambda: pool.fetchval("SELECT status = 'RUNNING' FROM jobs WHERE id = $1", job_id)
+            lambda: pool.fetchval("SELECT status = 'RUNNING' FROM all_jobs WHERE id = $1", job_id)
         )
         worker.signal(signal.SIGTERM)
         assert await worker.wait() == 0
     finally:
         await worker.kill()
-    assert await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "COMPLETED"
+    assert await pool.fetchval("SELECT status FROM all_jobs WHERE id = $1", job_id) == "COMPLETED"
 
 
 async def test_the_seed_http_flow_reaches_completed(db_url):

@@ -63,7 +63,7 @@ async def small_client(pool):
 
 
 async def count_jobs(pool) -> int:
-    return await pool.fetchval("SELECT count(*) FROM jobs")
+    return await pool.fetchval("SELECT count(*) FROM all_jobs")
 
 
 def assert_error(response: httpx.Response, *words: str) -> str:
@@ -350,7 +350,7 @@ async def test_keyset_pagination_walks_every_job_once(client):
 
 async def test_keyset_pagination_walks_a_batch_sharing_one_created_at(client, pool):
     ids = await enqueue_many(pool, [JobSpec(type="a") for _ in range(7)])
-    assert await pool.fetchval("SELECT count(DISTINCT created_at) FROM jobs") == 1
+    assert await pool.fetchval("SELECT count(DISTINCT created_at) FROM all_jobs") == 1
     pages = await walk(client, limit=3)
     assert [len(p) for p in pages] == [3, 3, 1]
     assert sorted(j["id"] for p in pages for j in p) == sorted(str(i) for i in ids)

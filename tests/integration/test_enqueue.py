@@ -18,7 +18,7 @@ CHANNEL = "aqueue_jobs"
 
 
 async def count_jobs(pool: asyncpg.Pool) -> int:
-    return await pool.fetchval("SELECT count(*) FROM jobs")
+    return await pool.fetchval("SELECT count(*) FROM all_jobs")
 
 
 async def test_enqueue_returns_a_pending_job_with_defaults(pool):
@@ -68,7 +68,7 @@ async def test_job_enqueued_in_a_committed_transaction_exists(pool):
 async def test_enqueue_many_returns_ids_in_input_order(pool):
     specs = [JobSpec(type="demo.echo", payload={"i": i}) for i in range(50)]
     ids = await enqueue_many(pool, specs)
-    rows = await pool.fetch("SELECT id, payload FROM jobs")
+    rows = await pool.fetch("SELECT id, payload FROM all_jobs")
     by_id = {r["id"]: r["payload"]["i"] for r in rows}
     assert [by_id[i] for i in ids] == list(range(50))
 
@@ -190,7 +190,7 @@ async def test_enqueue_many_with_an_existing_key_returns_it_and_inserts_the_rest
     assert ids[1] == existing.id
     assert len(set(ids)) == 3
     assert await count_jobs(pool) == 3
-    assert {r["id"] for r in await pool.fetch("SELECT id FROM jobs")} == set(ids)
+    assert {r["id"] for r in await pool.fetch("SELECT id FROM all_jobs")} == set(ids)
 
 
 async def test_enqueue_many_with_one_key_twice_makes_one_job(pool):

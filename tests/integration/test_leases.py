@@ -272,7 +272,7 @@ async def test_a_reclaimed_job_waits_out_the_retry_backoff(pool):
     assert await Reaper(pool, settings, "test").reap() == 1
     reclaimed = await job_row(pool, job.id)
     due_in = await pool.fetchval(
-        "SELECT extract(epoch FROM run_after - now()) FROM jobs WHERE id = $1", job.id
+        "SELECT extract(epoch FROM run_after - now()) FROM all_jobs WHERE id = $1", job.id
     )
     assert reclaimed.status is JobStatus.RETRY
     assert 4.9 <= due_in <= 10  # the first retry's delay, jittered down to half
@@ -305,7 +305,9 @@ async def test_leases_hold_while_handlers_hold_every_pooled_connection(pool, db_
         ):
             ids = [(await enqueue(pool, "test.hold", {})).id for _ in range(20)]
             await wait_for(
-                lambda: pool.fetchval("SELECT count(*) = 20 FROM jobs WHERE status = 'COMPLETED'"),
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 20 FROM all_jobs WHERE status = 'COMPLETED'"
+                ),
                 timeout=30,
             )
     finally:
@@ -315,7 +317,7 @@ async def test_leases_hold_while_handlers_hold_every_pooled_connection(pool, db_
     assert reaper.reclaimed == 0
     assert all(runs[i] == 1 for i in ids), runs
     assert await pool.fetchval("SELECT count(*) FROM effects") == 20
-    assert await pool.fetchval("SELECT max(attempts) FROM jobs") == 1
+    assert await pool.fetchval("SELECT max(attempts) FROM all_jobs") == 1
 
 
 async def test_a_worker_that_cannot_renew_for_a_whole_lease_stops_its_handler(pool, db_url):
@@ -365,15 +367,17 @@ async def test_the_heartbeat_renews_other_leases_while_one_row_is_locked(pool, d
         locked = await enqueue(pool, "test.wait", {})
         free = await enqueue(pool, "test.wait", {})
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 2 FROM jobs WHERE status = 'RUNNING'")
+            lambda: pool.fetchval("SELECT count(*) = 2 FROM all_jobs WHERE status = 'RUNNING'")
         )
-        expiry = "SELECT lease_expires_at FROM jobs WHERE id = $1"
+        expiry = "SELECT lease_expires_at FROM all_jobs WHERE id = $1"
         before = {i: await pool.fetchval(expiry, i) for i in (locked.id, free.id)}
         async with pool.acquire() as locker, locker.transaction():
             await locker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", locked.id)
             await wait_for(
                 lambda: pool.fetchval(
-                    "SELECT lease_expires_at > $2 FROM jobs WHERE id = $1", free.id, before[free.id]
+                    "SELECT lease_expires_at > $2 FROM all_jobs WHERE id = $1",
+                    free.id,
+                    before[free.id],
                 ),
                 timeout=5,
             )
@@ -403,7 +407,7 @@ async def test_outcomes_lock_rows_in_id_order_and_a_deadlock_retries_the_batch(p
         second = await enqueue(pool, "test.together", {})
         assert first.id < second.id
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 2 FROM jobs WHERE status = 'RUNNING'")
+            lambda: pool.fetchval("SELECT count(*) = 2 FROM all_jobs WHERE status = 'RUNNING'")
         )
         async with pool.acquire() as other, other.transaction():
             await other.execute("SET LOCAL deadlock_timeout = '30s'")
@@ -414,7 +418,7 @@ async def test_outcomes_lock_rows_in_id_order_and_a_deadlock_retries_the_batch(p
         for job in (first, second):
             await wait_status(pool, job.id, JobStatus.COMPLETED)
     finished = await pool.fetch(
-        "SELECT finished_at FROM jobs WHERE id = ANY($1::uuid[])", [first.id, second.id]
+        "SELECT finished_at FROM all_jobs WHERE id = ANY($1::uuid[])", [first.id, second.id]
     )
     assert len({r["finished_at"] for r in finished}) == 1  # one statement wrote both
 

@@ -20,7 +20,7 @@ from tests.helpers import fast_settings, running_worker, wait_for, wait_status
 
 
 async def _status(pool: asyncpg.Pool, job_id: uuid.UUID) -> JobStatus:
-    return JobStatus(await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id))
+    return JobStatus(await pool.fetchval("SELECT status FROM all_jobs WHERE id = $1", job_id))
 
 
 async def _events(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[str, str | None]]:

@@ -121,9 +121,9 @@ async def test_higher_priority_jobs_are_claimed_first(pool, db_url):
     )
     async with running_worker(pool, db_url, queues={"default": 1}):
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 3 FROM jobs WHERE status = 'COMPLETED'")
+            lambda: pool.fetchval("SELECT count(*) = 3 FROM all_jobs WHERE status = 'COMPLETED'")
         )
-    order = await pool.fetch("SELECT priority FROM jobs ORDER BY started_at")
+    order = await pool.fetch("SELECT priority FROM all_jobs ORDER BY started_at")
     assert [r["priority"] for r in order] == [5, 3, 1]
 
 
@@ -152,7 +152,7 @@ async def test_concurrency_bounds_the_jobs_running_at_once(pool, db_url):
     await store.insert_jobs(pool, [JobSpec(type="test.track") for _ in range(30)])
     async with running_worker(pool, db_url, registry, queues={"default": 4}):
         await wait_for(
-            lambda: pool.fetchval("SELECT count(*) = 30 FROM jobs WHERE status = 'COMPLETED'")
+            lambda: pool.fetchval("SELECT count(*) = 30 FROM all_jobs WHERE status = 'COMPLETED'")
         )
     assert peak == 4
 
@@ -370,9 +370,11 @@ async def test_a_result_the_database_cannot_store_fails_the_attempt_saying_why(p
 async def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(pool, db_url, caplog):
     # A constraint the result breaks: the database refuses the COMPLETED outcome. The job
     # must not wait for its lease to expire and then rerun without a backoff: the attempt
-    # fails at once, with the database's reason.
+    # fails at once, with the database's reason. (A COMPLETED job is written to
+    # jobs_history: the constraint sits there.)
     await pool.execute(
-        "ALTER TABLE jobs ADD CONSTRAINT no_refusals CHECK (NOT coalesce(result ? 'refuse', false))"
+        "ALTER TABLE jobs_history ADD CONSTRAINT no_refusals"
+        " CHECK (NOT coalesce(result ? 'refuse', false))"
     )
     registry = Registry()
 

@@ -22,6 +22,7 @@ from aqueue.settings import (
     parse_queues,
     parse_roles,
     positive_float,
+    retention,
 )
 
 
@@ -415,3 +416,42 @@ def test_comma_list_parses_each_item_and_drops_blanks_and_repeats():
     assert comma_list(integer(1))(" 3, ,1,3 ") == (3, 1)
     with pytest.raises(SettingsError, match="needs at least one value"):
         comma_list(integer(1))(" , ")
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("7d", 7 * 86400.0),
+        ("12h", 12 * 3600.0),
+        ("30m", 1800.0),
+        ("90s", 90.0),
+        ("3600", 3600.0),
+        ("1.5d", 1.5 * 86400.0),
+        (" 2H ", 7200.0),
+        ("0", None),
+        ("0d", None),
+        ("off", None),
+        ("OFF", None),
+    ],
+)
+def test_retention_reads_durations_and_off(text, seconds):
+    assert retention(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7y", "-1d", "d", "7 days", "1e3x"])
+def test_retention_rejects_what_is_not_a_duration_naming_it(text):
+    with pytest.raises(SettingsError, match="must be"):
+        retention(text)
+
+
+def test_retention_defaults_to_seven_days():
+    assert settings_for("serve").retention_seconds == 7 * 86400.0
+
+
+def test_retention_comes_from_the_environment_and_the_flag_wins(monkeypatch):
+    monkeypatch.setenv("AQUEUE_RETENTION", "off")
+    assert settings_for("serve").retention_seconds is None
+    assert settings_for("serve", "--retention", "12h").retention_seconds == 12 * 3600.0
