@@ -1,4 +1,4 @@
--- 004_history: finished jobs leave the table the claim reads.
+-- 005_history: finished jobs leave the table the claim reads.
 --
 -- `jobs` holds runnable and running work only (PENDING, RETRY, RUNNING); a job that
 -- finishes (COMPLETED, DEAD, CANCELLED) moves to `jobs_history`, in the transaction that
