@@ -143,7 +143,7 @@ class Completer:
             # Refused: jobs others depend on (written with their consequences here), lost
             # leases, or claims PostgreSQL forgot in a crash (written back).
             refused = [o for o in batch if o.job.lease_token not in accepted]
-            accepted |= await store.finish_with_dependents(conn, refused, self._worker_id)
+            accepted |= await store.finish_with_consequences(conn, refused, self._worker_id)
         if len(accepted) < len(batch):
             accepted |= await self._restore_forgotten(conn, batch, accepted)
         await self._wake_for_retries(conn, batch, accepted)

@@ -485,17 +485,18 @@ async def settle(db: Executor, ended: Sequence[Ended]) -> None:
         await db.execute(Q["notify_finished"], watched)
 
 
-async def finish_with_dependents(
+async def finish_with_consequences(
     db: Executor, outcomes: Sequence[Outcome], worker_id: str
 ) -> set[uuid.UUID]:
-    """record_outcomes for jobs that others depend on (it refuses them): each outcome with
-    its consequences, in one transaction per job. Returns the lease tokens accepted; the
+    """record_outcomes for jobs that others depend on or someone waits for (it refuses
+    them): each outcome with its consequences (dependents released or cancelled, waiters
+    notified), in one transaction per job. Returns the lease tokens accepted; the
     others were refused by the lease."""
     accepted: set[uuid.UUID] = set()
     for outcome in _by_id(outcomes):
         async with transaction(db) as conn:
             row = await conn.fetchrow(
-                Q["finish_with_dependents"],
+                Q["finish_with_consequences"],
                 outcome.job_id,
                 outcome.lease_token,
                 outcome.status.value,

@@ -423,8 +423,9 @@ class Worker:
             seconds = job.timeout_seconds
             if seconds is None:
                 seconds = registered.timeout
-            if seconds is None:
-                result = await self._invoke(registered, job, ctx)
+            if seconds is None and not registered.blocking:
+                # the common case, with no frame or context manager more than it needs
+                result = await registered.fn(job.payload, ctx)
             else:
                 limit = asyncio.timeout(seconds)
                 async with limit:
@@ -496,8 +497,8 @@ class Worker:
         conn = ctx.connection
         assert conn is not None
         accepted = await store.record_outcomes(conn, [outcome], self.id)
-        if not accepted:  # perhaps a job others depend on: written with what follows
-            accepted = await store.finish_with_dependents(conn, [outcome], self.id)
+        if not accepted:  # perhaps a job others depend on or wait for: see the statement
+            accepted = await store.finish_with_consequences(conn, [outcome], self.id)
         if not accepted:
             log.warning(
                 "job %s: lease lost before completion; its writes are rolled back", ctx.job_id

@@ -279,10 +279,11 @@ WHERE p.priority IS NOT NULL
 -- running jobs (heartbeat, reaper) never wait for a lock (SKIP LOCKED); a deadlock with
 -- an operator's transaction aborts the batch, which the completer retries whole.
 -- (The completer wakes the workers of a queue that got a RETRY: see notify_queues.)
--- A job that others depend on is refused here (has_dependents): the completer writes its
--- outcome with finish_with_dependents instead, which also releases or cancels them, so
--- this statement stays as lean for every other job. A finished job someone waits for
--- (notify_finish) is notified on aqueue_finished.
+-- A job that others depend on (has_dependents) or that someone waits for (notify_finish)
+-- is refused here: the completer writes its outcome with finish_with_consequences
+-- instead, which also releases or cancels its dependents and notifies its waiters, so
+-- this statement stays as lean for every other job (a NOTIFY step here, even one that
+-- sent nothing, cost a microsecond per job).
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[],
                          $6::float8[])
@@ -302,15 +303,14 @@ WITH outcome AS (
     FROM outcome o
     WHERE j.id = ANY(ARRAY(SELECT id FROM outcome WHERE status = 'RETRY'))
       AND j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
-      AND NOT j.has_dependents
-    RETURNING j.id, o.token, j.status, j.attempts, j.started_at, o.error, j.queue,
-              j.notify_finish
+      AND NOT (j.has_dependents OR j.notify_finish)
+    RETURNING j.id, o.token, j.status, j.attempts, j.started_at, o.error, j.queue
 ), moved AS (
     DELETE FROM jobs j
     USING outcome o
     WHERE o.status <> 'RETRY'
       AND j.id = o.id AND j.lease_token = o.token AND j.status = 'RUNNING'
-      AND NOT j.has_dependents
+      AND NOT (j.has_dependents OR j.notify_finish)
     RETURNING j.*, o.token AS o_token, o.status AS o_status, o.result AS o_result,
               o.error AS o_error
 ), archived AS (
@@ -328,18 +328,14 @@ WITH outcome AS (
            has_dependents, notify_finish
     FROM moved
 ), finished AS (
-    SELECT id, token, status, attempts, started_at, error, queue, notify_finish FROM retried
+    SELECT id, token, status, attempts, started_at, error, queue FROM retried
     UNION ALL
-    SELECT id, o_token, o_status, attempts, started_at, o_error, queue, notify_finish
-    FROM moved
+    SELECT id, o_token, o_status, attempts, started_at, o_error, queue FROM moved
 ), logged AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, started_at, queue)
     SELECT id, status, attempts, $7, error, started_at, queue FROM finished
-), notices AS (
-    SELECT pg_notify('aqueue_finished', id::text) FROM finished
-    WHERE notify_finish AND status <> 'RETRY'
 )
-SELECT token FROM finished WHERE (SELECT count(*) FROM notices) >= 0;
+SELECT token FROM finished;
 
 -- name: restore_forgotten --
 -- Attempts whose claim PostgreSQL forgot: it crashed before the claim's asynchronous
@@ -619,9 +615,9 @@ SELECT 1;
 -- depending on one that ended DEAD or CANCELLED are CANCELLED themselves (and theirs in
 -- turn), and whoever waits for a finished job is notified.
 
--- name: finish_with_dependents --
--- record_outcomes for one job that others depend on (it refuses such jobs), fenced by
--- the lease the same way. Returns the job's end, for store.settle.
+-- name: finish_with_consequences --
+-- record_outcomes for one job that others depend on or someone waits for (it refuses
+-- such jobs), fenced by the lease the same way. Returns the job's end, for store.settle.
 WITH finished AS (
     UPDATE jobs j SET
         status = $3,
@@ -707,7 +703,7 @@ SELECT pg_notify('aqueue_finished', id::text) FROM unnest($1::uuid[]) AS id;
 
 -- name: mark_parents --
 -- A new job will depend on these ($1): lock those still in jobs (id order) and flag them
--- as having dependents, so that their end goes through finish_with_dependents. (Finished
+-- as having dependents, so that their end goes through finish_with_consequences. (Finished
 -- ones are in jobs_history: job_statuses, a later statement, finds those.)
 WITH locked AS (
     SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
