@@ -11,13 +11,15 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from aqueue import control, db, producer, store, waiting
+from aqueue import control, db, producer, schedules, store, waiting
 from aqueue import settings as s
+from aqueue.cron import Schedule
 from aqueue.model import FINAL_STATUSES, JobSpec, ValidationError, parse_job_id, parse_job_spec
 from aqueue.registry import AppLoadError
 from aqueue.server import StartupError, serve
@@ -113,6 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     workers_p = sub.add_parser("workers", help="list aqueue processes: alive, lost, stopped")
     _add_options(workers_p, "workers")
     workers_p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sched_p = sub.add_parser("schedules", help="list, add, enable, disable or delete schedules")
+    _add_options(sched_p, "schedules")
+    sched_p.add_argument(
+        "action", nargs="?", default="list", choices=("list", "add", "enable", "disable", "delete")
+    )
+    sched_p.add_argument(
+        "args", nargs="*", help="add: TYPE CRON; enable, disable, delete: SCHEDULE_ID"
+    )
+    sched_p.add_argument("--name", help="add: a unique name (default: made from the type)")
+    sched_p.add_argument("--payload", default="{}", help="add: the jobs' JSON payload")
+    sched_p.add_argument("--timezone", default="UTC", help="add: an IANA time zone")
+    sched_p.add_argument("--queue", default="default")
+    sched_p.add_argument("--priority", type=int, default=0)
+    sched_p.add_argument("--max-attempts", type=int, default=5)
+    sched_p.add_argument(
+        "--skip-missed",
+        action="store_true",
+        help="add: after downtime run nothing for the missed ticks (default: one run)",
+    )
+    sched_p.add_argument("--json", action="store_true", help="list: JSON instead of a table")
     return parser
 
 
@@ -173,6 +196,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         await _with_connection(settings, insert)
     elif args.command == "status":
         return await _status(args, settings)
+    elif args.command == "schedules":
+        return int(await _with_connection(settings, lambda conn, _url: _schedules(args, conn)))
     else:
         return int(await _with_connection(settings, lambda conn, _url: _operate(args, conn)))
     return 0
@@ -237,6 +262,77 @@ async def _operate(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         print(f"aqueue: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _schedules(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+    action, rest = args.action, args.args
+    wanted = {"list": 0, "add": 2, "enable": 1, "disable": 1, "delete": 1}[action]
+    if len(rest) != wanted:
+        raise ValidationError(
+            f"aqueue schedules {action} takes {wanted} argument(s), got {len(rest)}"
+        )
+    try:
+        if action == "list":
+            found = await schedules.list_all(conn)
+            if args.json:
+                _print([x.to_json() for x in found])
+            else:
+                print(_schedule_table(found))
+        elif action == "add":
+            try:
+                payload = json.loads(args.payload)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"--payload is not valid JSON: {exc}") from None
+            data = {
+                "type": rest[0],
+                "cron": rest[1],
+                "payload": payload,
+                "timezone": args.timezone,
+                "queue": args.queue,
+                "priority": args.priority,
+                "max_attempts": args.max_attempts,
+                "catch_up": not args.skip_missed,
+            }
+            if args.name:
+                data["name"] = args.name
+            _print((await schedules.create(conn, data)).to_json())
+        else:
+            schedule_id = _schedule_id(rest[0])
+            if action == "delete":
+                await schedules.delete(conn, schedule_id)
+                print(f"schedule {schedule_id} deleted")
+            else:
+                changed = await schedules.update(conn, schedule_id, {"enabled": action == "enable"})
+                _print(changed.to_json())
+    except (schedules.ScheduleNotFound, schedules.ScheduleNameTaken) as exc:
+        print(f"aqueue: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _schedule_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValidationError(f"{text!r} is not a schedule id (a UUID)") from None
+
+
+def _schedule_table(found: Sequence[Schedule]) -> str:
+    header = ["id", "name", "cron", "timezone", "type", "queue", "enabled", "next_run_at"]
+    rows = [
+        [
+            x.id,
+            x.name,
+            x.cron,
+            x.timezone,
+            x.type,
+            x.queue,
+            "yes" if x.enabled else "no",
+            x.next_run_at.isoformat(timespec="seconds"),
+        ]
+        for x in found
+    ]
+    return _table(header, rows) if found else "no schedules"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

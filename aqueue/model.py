@@ -238,7 +238,7 @@ def _check_text(where: str, text: str) -> None:
         raise ValidationError(f"{where} contains an unpaired surrogate (invalid Unicode)") from None
 
 
-def _check_payload(payload: object, max_bytes: int) -> None:
+def check_payload(payload: object, max_bytes: int) -> None:
     if not isinstance(payload, dict | list):
         raise ValidationError("'payload' must be a JSON object or array")
     _check_json("'payload'", payload, max_bytes)
@@ -364,7 +364,7 @@ def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
         raise ValidationError("'type' is required")
     payload = data.get("payload")
     payload = {} if payload is None else payload
-    _check_payload(payload, max_payload_bytes)
+    check_payload(payload, max_payload_bytes)
     run_after = data.get("run_after")
     return check_spec(
         JobSpec(

@@ -36,6 +36,7 @@ class Topic(StrEnum):
     CANCEL = "aqueue_cancel"  # a running job was cancelled; payload: the job id
     QUEUE = "aqueue_queue"  # a queue was paused or resumed; payload: the queue name
     FINISHED = "aqueue_finished"  # a watched job finished; payload: the job id
+    SCHEDULES = "aqueue_schedules"  # a schedule was created or changed; payload: its id
 
 
 Listener = Callable[[str], None]

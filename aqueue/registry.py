@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from aqueue.cron import ScheduleSpec, check_schedule
 from aqueue.model import ValidationError, check_name, check_timeout
 from aqueue.store import ClaimedJob
 
@@ -49,6 +50,41 @@ class Registry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
+        # schedules declared in code, synced by the scheduler role at its start
+        self.schedules: list[ScheduleSpec] = []
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        type: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 5,
+        catch_up: bool = True,
+    ) -> ScheduleSpec:
+        """Declare a cron schedule beside the tasks: `registry.schedule("nightly",
+        "0 3 * * *", "report.build")`. The scheduler creates it at start, or updates the
+        schedule of that name: never a duplicate. Checked here, so a typo fails at import."""
+        spec = check_schedule(
+            ScheduleSpec(
+                name=name,
+                cron=cron,
+                type=type,
+                payload={} if payload is None else payload,
+                timezone=timezone,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                catch_up=catch_up,
+            ),
+            max_payload_bytes=268_435_455,
+        )
+        self.schedules = [s for s in self.schedules if s.name != name] + [spec]
+        return spec
 
     def task(
         self, name: str, *, timeout: float | None = None
@@ -82,6 +118,8 @@ class Registry:
     def include(self, other: Registry) -> None:
         for name, task in other._tasks.items():
             self.register(name, task.fn, timeout=task.timeout)
+        for spec in other.schedules:
+            self.schedules = [s for s in self.schedules if s.name != spec.name] + [spec]
 
     def get(self, name: str) -> Task | None:
         return self._tasks.get(name)

@@ -23,6 +23,7 @@ from aqueue.api.app import create_app
 from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
 from aqueue.registry import Registry, load_registry
+from aqueue.scheduler import Scheduler
 from aqueue.settings import Settings
 from aqueue.worker import Worker
 
@@ -166,11 +167,11 @@ def build_roles(
     process_id: str | None = None,
 ) -> list[Role]:
     """The roles this process runs, in the order they stop: the api stops taking
-    requests first, the worker drains next, the maintenance loops after it, and the
-    notifier, which the others listen through, last."""
+    requests first, the worker drains next, the scheduler and the maintenance loops after
+    it, and the notifier, which the others listen through, last."""
     process_id = process_id or new_process_id()
     roles: list[Role] = []
-    notifier = Notifier(url) if {"api", "worker"} & set(settings.roles) else None
+    notifier = Notifier(url) if {"api", "worker", "scheduler"} & set(settings.roles) else None
     if "api" in settings.roles:
         config = uvicorn.Config(
             create_app(pool, settings, notifier),
@@ -183,6 +184,9 @@ def build_roles(
     if "worker" in settings.roles:
         assert notifier is not None
         roles.append(Worker(pool, url, notifier, registry, settings, worker_id=process_id))
+    if "scheduler" in settings.roles:
+        assert notifier is not None
+        roles.append(Scheduler(pool, settings, registry, notifier))
     # Every worker reaps too: recovering a killed worker's jobs must not depend on where
     # a process with the reaper role happens to run.
     if "reaper" in settings.roles or "worker" in settings.roles:

@@ -36,8 +36,6 @@ from aqueue.model import ValidationError, check_name
 T = TypeVar("T")
 
 ALL_ROLES = ("api", "worker", "scheduler", "reaper")
-# Roles that exist today; the others are refused with a clear message until they land.
-AVAILABLE_ROLES = frozenset({"api", "worker", "reaper"})
 COMMANDS = (
     "serve",
     "migrate",
@@ -50,6 +48,7 @@ COMMANDS = (
     "resume",
     "queues",
     "workers",
+    "schedules",
 )
 
 
@@ -125,8 +124,6 @@ def comma_list(
 def _role(name: str) -> str:
     if name not in ALL_ROLES:
         raise SettingsError(f"has an unknown role {name!r}; roles are: {', '.join(ALL_ROLES)}")
-    if name not in AVAILABLE_ROLES:
-        raise SettingsError(f"has the role {name!r}, which is not available in this version yet")
     return name
 
 
@@ -324,7 +321,7 @@ class Settings:
         commands=COMMANDS,
     )
     roles: tuple[str, ...] = option(
-        ("api", "worker", "reaper"),
+        ("api", "worker", "scheduler", "reaper"),
         parse=parse_roles,
         flag="--roles",
         env="AQUEUE_ROLES",

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from aqueue.cron import Schedule, ScheduleSpec
 from aqueue.db import sql_dir
 from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, uuid7, uuid7s
 
@@ -816,3 +817,100 @@ async def hot_table_stats(db: Executor) -> HotTableStats:
 async def vacuum_jobs(db: Executor) -> None:
     """VACUUM the hot table (it must not run inside a transaction)."""
     await db.execute(Q["vacuum_jobs"])
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+
+def _schedule_args(spec: ScheduleSpec) -> tuple[Any, ...]:
+    return (
+        spec.name,
+        spec.cron,
+        spec.timezone,
+        spec.type,
+        spec.payload,
+        spec.queue,
+        spec.priority,
+        spec.max_attempts,
+    )
+
+
+class ScheduleNameTaken(ValueError):
+    """Another schedule has this name."""
+
+
+async def insert_schedule(
+    db: Executor, spec: ScheduleSpec, next_run_at: datetime, source: str = "api"
+) -> Schedule:
+    try:
+        row = await db.fetchrow(
+            Q["insert_schedule"],
+            *_schedule_args(spec),
+            spec.enabled,
+            spec.catch_up,
+            source,
+            next_run_at,
+        )
+    except asyncpg.UniqueViolationError:
+        raise ScheduleNameTaken(f"a schedule named {spec.name!r} exists already") from None
+    return Schedule.from_record(row)
+
+
+async def upsert_code_schedule(db: Executor, spec: ScheduleSpec, next_run_at: datetime) -> Schedule:
+    row = await db.fetchrow(
+        Q["upsert_code_schedule"], *_schedule_args(spec), spec.catch_up, next_run_at
+    )
+    return Schedule.from_record(row)
+
+
+async def list_schedules(db: Executor) -> list[Schedule]:
+    return [Schedule.from_record(r) for r in await db.fetch(Q["list_schedules"])]
+
+
+async def get_schedule(db: Executor, schedule_id: uuid.UUID) -> Schedule | None:
+    row = await db.fetchrow(Q["get_schedule"], schedule_id)
+    return None if row is None else Schedule.from_record(row)
+
+
+async def update_schedule(
+    db: Executor, schedule_id: uuid.UUID, spec: ScheduleSpec, next_run_at: datetime
+) -> Schedule | None:
+    try:
+        row = await db.fetchrow(
+            Q["update_schedule"],
+            schedule_id,
+            *_schedule_args(spec),
+            spec.enabled,
+            spec.catch_up,
+            next_run_at,
+        )
+    except asyncpg.UniqueViolationError:
+        raise ScheduleNameTaken(f"a schedule named {spec.name!r} exists already") from None
+    return None if row is None else Schedule.from_record(row)
+
+
+async def delete_schedule(db: Executor, schedule_id: uuid.UUID) -> bool:
+    return await db.fetchrow(Q["delete_schedule"], schedule_id) is not None
+
+
+async def lock_due_schedules(db: Executor, limit: int) -> list[Schedule]:
+    """Due schedules locked for this transaction (SKIP LOCKED: one scheduler each)."""
+    return [Schedule.from_record(r) for r in await db.fetch(Q["lock_due_schedules"], limit)]
+
+
+async def advance_schedule(
+    db: Executor, schedule_id: uuid.UUID, next_run_at: datetime, ran_at: datetime | None
+) -> None:
+    await db.execute(Q["advance_schedule"], schedule_id, next_run_at, ran_at)
+
+
+async def seconds_until_next_schedule(db: Executor) -> float | None:
+    value = await db.fetchval(Q["next_schedule_due"])
+    return None if value is None else float(value)
+
+
+async def database_now(db: Executor) -> datetime:
+    """The database's clock (the transaction's start inside one): every scheduler
+    reads the same clock, whatever the hosts' clocks say."""
+    value: datetime = await db.fetchval(Q["database_now"])
+    return value

@@ -917,3 +917,73 @@ FROM workers ORDER BY started_at DESC, id;
 -- name: prune_workers --
 DELETE FROM workers
 WHERE coalesce(stopped_at, last_heartbeat) < now() - make_interval(secs => $1);
+
+-- === schedules ===========================================================================
+
+-- name: insert_schedule --
+WITH inserted AS (
+    INSERT INTO schedules (name, cron, timezone, type, payload, queue, priority,
+                           max_attempts, enabled, catch_up, source, next_run_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('aqueue_schedules', inserted.id::text) AS told FROM inserted;
+
+-- name: upsert_code_schedule --
+-- A schedule declared in code (registry.schedule), synced at the scheduler's start:
+-- created, or updated in place by name (its next run moves only if its timing changed).
+WITH upserted AS (
+    INSERT INTO schedules (name, cron, timezone, type, payload, queue, priority,
+                           max_attempts, catch_up, source, next_run_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'code', $10)
+    ON CONFLICT (name) DO UPDATE SET
+        cron = excluded.cron, timezone = excluded.timezone, type = excluded.type,
+        payload = excluded.payload, queue = excluded.queue, priority = excluded.priority,
+        max_attempts = excluded.max_attempts, catch_up = excluded.catch_up,
+        source = 'code',
+        next_run_at = CASE WHEN schedules.cron = excluded.cron
+                                AND schedules.timezone = excluded.timezone
+                           THEN schedules.next_run_at ELSE excluded.next_run_at END,
+        updated_at = now()
+    RETURNING *
+)
+SELECT upserted.*, pg_notify('aqueue_schedules', upserted.id::text) AS told FROM upserted;
+
+-- name: list_schedules --
+SELECT * FROM schedules ORDER BY name;
+
+-- name: get_schedule --
+SELECT * FROM schedules WHERE id = $1;
+
+-- name: update_schedule --
+WITH updated AS (
+    UPDATE schedules SET
+        name = $2, cron = $3, timezone = $4, type = $5, payload = $6, queue = $7,
+        priority = $8, max_attempts = $9, enabled = $10, catch_up = $11,
+        next_run_at = $12, updated_at = now()
+    WHERE id = $1
+    RETURNING *
+)
+SELECT updated.*, pg_notify('aqueue_schedules', updated.id::text) AS told FROM updated;
+
+-- name: delete_schedule --
+DELETE FROM schedules WHERE id = $1 RETURNING id;
+
+-- name: lock_due_schedules --
+-- The scheduler: due schedules, each locked by one scheduler only (the others skip it
+-- and find it moved on once this transaction commits).
+SELECT * FROM schedules
+WHERE enabled AND next_run_at <= now()
+ORDER BY next_run_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: advance_schedule --
+UPDATE schedules SET next_run_at = $2, last_run_at = coalesce($3, last_run_at)
+WHERE id = $1;
+
+-- name: next_schedule_due --
+SELECT extract(epoch FROM min(next_run_at) - now())::float8 FROM schedules WHERE enabled;
+
+-- name: database_now --
+SELECT now();

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aqueue import store
-from aqueue.api import jobs, queues, workers
+from aqueue.api import jobs, queues, schedules, workers
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
@@ -100,6 +100,7 @@ def create_app(
             *jobs.routes,
             *queues.routes,
             *workers.routes,
+            *schedules.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

@@ -124,6 +124,56 @@ def openapi_document() -> dict[str, Any]:
             "/queues/{name}/retry-dead": _queue_action(
                 'Retry every DEAD job of a queue (body {"type": ...} optional)'
             ),
+            "/schedules": {
+                "post": {
+                    "summary": "Create a cron schedule (type and cron required)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _SCHEDULE_BODY}},
+                    },
+                    "responses": {
+                        "201": _json(_SCHEDULE, "Created"),
+                        "409": _json(_ERROR, "A schedule of that name exists"),
+                        "415": _json(_ERROR, _NOT_JSON),
+                        "422": _json(_ERROR, "Bad cron, time zone or field"),
+                    },
+                },
+                "get": {
+                    "summary": "Every schedule, by name",
+                    "responses": {"200": _json({"type": "object"}, "The schedules")},
+                },
+            },
+            "/schedules/{schedule_id}": {
+                "get": {
+                    "summary": "One schedule",
+                    "parameters": [_schedule_param()],
+                    "responses": {
+                        "200": _json(_SCHEDULE, "The schedule"),
+                        "404": _json(_ERROR, "No such schedule"),
+                    },
+                },
+                "patch": {
+                    "summary": "Change some fields (enabled: false disables it)",
+                    "parameters": [_schedule_param()],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _SCHEDULE_BODY}},
+                    },
+                    "responses": {
+                        "200": _json(_SCHEDULE, "The schedule"),
+                        "404": _json(_ERROR, "No such schedule"),
+                        "422": _json(_ERROR, "Bad cron, time zone or field"),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a schedule",
+                    "parameters": [_schedule_param()],
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        "404": _json(_ERROR, "No such schedule"),
+                    },
+                },
+            },
             "/workers": {
                 "get": {
                     "summary": "Every aqueue process seen lately: alive, lost or stopped",
@@ -291,4 +341,48 @@ def _queue_action(summary: str) -> dict[str, Any]:
                 "400": _json(_ERROR, "Bad queue name or body"),
             },
         }
+    }
+
+
+_SCHEDULE_BODY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "cron": {
+            "type": "string",
+            "description": "5 fields, or 6 with seconds first; e.g. */5 * * * *",
+        },
+        "timezone": {"type": "string", "default": "UTC"},
+        "type": {"type": "string"},
+        "payload": {},
+        "queue": {"type": "string", "default": "default"},
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        "enabled": {"type": "boolean", "default": True},
+        "catch_up": {
+            "type": "boolean",
+            "default": True,
+            "description": "after downtime: one run for the missed ticks (true) or none",
+        },
+    },
+}
+_SCHEDULE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **_SCHEDULE_BODY["properties"],
+        "id": {"type": "string", "format": "uuid"},
+        "source": {"enum": ["api", "code"]},
+        "next_run_at": {"type": "string", "format": "date-time"},
+        "last_run_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
+def _schedule_param() -> dict[str, Any]:
+    return {
+        "name": "schedule_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
     }
