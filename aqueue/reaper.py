@@ -71,11 +71,13 @@ class Reaper:
                 await asyncio.wait_for(self._stopped.wait(), self.settings.reaper_interval_seconds)
 
     async def maintain(self) -> None:
-        """One round: expired leases, starving jobs, registry rows long gone, finished
-        jobs past the retention (reaper role only), and the hot table's dead tuples."""
+        """One round: expired leases, starving jobs, registry and rate-limit rows no longer
+        needed, finished jobs past the retention (reaper role only), and the hot table's
+        dead tuples."""
         await self.reap()
         await self.promote()
         await store.prune_workers(self.pool, WORKER_ROWS_KEPT_SECONDS)
+        await store.prune_rate_limits(self.pool)
         if self.retention:
             await self.purge()
         await self.vacuum_if_bloated()

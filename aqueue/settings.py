@@ -297,6 +297,36 @@ def retention(text: str) -> float | None:
     return duration(text)
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """`count` requests per `period` seconds, with bursts of up to `count` at once."""
+
+    count: int
+    period: float
+
+    @property
+    def interval(self) -> float:
+        """Seconds one request spends of the budget (GCRA's emission interval)."""
+        return self.period / self.count
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}[self.period]
+        return f"{self.count}/{unit}"
+
+
+_RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|min|minute|h|hour)")
+_RATE_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
+_RATE_PERIODS.update({"h": 3600.0, "hour": 3600.0})
+
+
+def rate_limit(text: str) -> RateLimit:
+    """`5/s`, `100/min`, `1000/h` -> RateLimit."""
+    match = _RATE.fullmatch(text.strip().lower())
+    if match is None or int(match[1]) < 1:
+        raise SettingsError(f"must be a rate such as 5/s, 100/min or 1000/h, got {text!r}")
+    return RateLimit(int(match[1]), _RATE_PERIODS[match[2]])
+
+
 def _seconds(default: float, flag: str, env: str, help: str, **more: Any) -> float:
     return option(default, parse=positive_float, flag=flag, env=env, help=help, **more)
 
@@ -416,6 +446,16 @@ class Settings:
         env="AQUEUE_ALLOWED_HOSTS",
         help="Host headers the API answers, comma-separated, *.domain for subdomains, * for any",
         shown="loopback --host: localhost,127.0.0.1,[::1]; else *",
+    )
+    # requests per client per period on the API, one budget for every API replica
+    rate_limit: RateLimit | None = option(
+        None,
+        parse=rate_limit,
+        flag="--rate-limit",
+        env="AQUEUE_RATE_LIMIT",
+        help="API requests per client (its address), shared by every API replica: 5/s, "
+        "100/min or 1000/h",
+        shown="off",
     )
     threads: int = option(
         10,

@@ -914,3 +914,22 @@ async def database_now(db: Executor) -> datetime:
     reads the same clock, whatever the hosts' clocks say."""
     value: datetime = await db.fetchval(Q["database_now"])
     return value
+
+
+# --- the API's rate limit ----------------------------------------------------------------
+
+
+async def take_rate_tokens(
+    db: Executor, client: str, wanted: int, interval: float, burst: float
+) -> int:
+    """Spend up to `wanted` requests of `client`'s budget; returns how many it allowed."""
+    return int(await db.fetchval(Q["take_rate_tokens"], client, interval, burst, wanted))
+
+
+async def rate_retry_after(db: Executor, client: str, interval: float, burst: float) -> float:
+    value = await db.fetchval(Q["rate_retry_after"], client, interval, burst)
+    return 0.0 if value is None else float(value)
+
+
+async def prune_rate_limits(db: Executor) -> None:
+    await db.execute(Q["prune_rate_limits"])

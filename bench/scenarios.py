@@ -23,6 +23,7 @@ import asyncpg
 from bench.baseline import read_origins
 from bench.httpload import post_all
 from bench.recorder import read_records
+from bench.systems.aqueue_baseline import AqueueBaselineSystem
 from bench.systems.base import System, worker_env
 
 
@@ -115,7 +116,10 @@ SCENARIOS: dict[str, Scenario] = {
              Metric("rate_per_s", "jobs/s offered", True)),
             QUEUES, concurrency=50,
         ),
-        Scenario("http_enqueue", "aqueue POST /jobs, 32 requests in flight", JOBS_S,
+        Scenario("http_enqueue", "aqueue POST /jobs, 32 requests in flight",
+                 (Metric("jobs_per_s", "jobs/s", True),
+                  Metric("rate_limited_jobs_per_s", "jobs/s, --rate-limit on", True),
+                  Metric("rate_limit_cost", "x without", True)),
                  ("aqueue",), tuned=False),
         Scenario(
             "drain_history",
@@ -424,12 +428,15 @@ class Runner:
         result.details.update(jobs=n, seconds=elapsed, batch=batch)
         result.settings = {"api": f"batch enqueue, {batch} jobs per call"}
 
-    async def _check_stored(self, system: System, url: str, n: int, result: Result) -> None:
+    async def _stored(self, system: System, url: str) -> int:
         conn = await asyncpg.connect(url)
         try:
-            stored = await system.stored(conn)
+            return int(await system.stored(conn))
         finally:
             await conn.close()
+
+    async def _check_stored(self, system: System, url: str, n: int, result: Result) -> None:
+        stored = await self._stored(system, url)
         if stored != n:
             result.errors.append(f"database holds {stored} jobs after enqueueing {n}")
 
@@ -603,14 +610,44 @@ class Runner:
     async def _http_enqueue(
         self, scenario: Scenario, system: System, url: str, result: Result
     ) -> None:
+        # Without the rate limit, then (this tree only: a baseline may lack the flag) with
+        # one so high it is never hit: what checking the budget costs each request.
+        # The two alternate which goes first from one repetition to the next: the second
+        # inserts into a table already holding the first's jobs.
+        limited = not isinstance(system, AqueueBaselineSystem)
+        variants: list[tuple[str, ...]] = [()]
+        if limited:
+            variants.append(("--rate-limit", "1000000/s"))
+            self._http_rounds = getattr(self, "_http_rounds", 0) + 1
+            if self._http_rounds % 2 == 0:
+                variants.reverse()
+        rates = {v: await self._post_through_api(system, url, result, v) for v in variants}
+        result.metrics["jobs_per_s"] = rates[()]
+        if limited:
+            with_limit = rates[("--rate-limit", "1000000/s")]
+            result.metrics["rate_limited_jobs_per_s"] = with_limit
+            result.metrics["rate_limit_cost"] = with_limit / rates[()]
+        result.settings = {
+            "roles": "api",
+            "client": f"bench.httpload keep-alive client, {self.sizes.http_inflight} connections",
+            **({"rate_limit": "1000000/s, never hit (second measurement)"} if limited else {}),
+        }
+
+    async def _post_through_api(
+        self, system: System, url: str, result: Result, extra: tuple[str, ...]
+    ) -> float:
+        """POST http_jobs jobs to a fresh `aqueue serve --roles=api` (with `extra` flags)
+        and check they were all stored; returns jobs/s."""
         import httpx
 
         n, inflight = self.sizes.http_jobs, self.sizes.http_inflight
         port = free_port()
         record_dir = self.record_dir()
-        api = self.workers(system, [system.api_command(url, port)], record_dir)  # type: ignore[attr-defined]
+        command = [*system.api_command(url, port), *extra]  # type: ignore[attr-defined]
+        api = self.workers(system, [command], record_dir)
         base = f"http://127.0.0.1:{port}"
         statuses: Counter[int] = Counter()
+        before = await self._stored(system, url)
         try:
             api.start()
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -638,13 +675,11 @@ class Runner:
             api.kill()
         if statuses.get(201, 0) != n:
             result.errors.append(f"expected {n} responses 201, got {dict(statuses)}")
-        await self._check_stored(system, url, n, result)
-        result.metrics["jobs_per_s"] = n / elapsed
-        result.details.update(jobs=n, seconds=elapsed, statuses=dict(statuses))
-        result.settings = {
-            "roles": "api",
-            "client": f"bench.httpload keep-alive client, {inflight} connections",
-        }
+        await self._check_stored(system, url, before + n, result)
+        result.details.setdefault("runs", []).append(
+            {"flags": list(extra), "jobs": n, "seconds": elapsed, "statuses": dict(statuses)}
+        )
+        return n / elapsed
 
     async def _memory(self, scenario: Scenario, system: System, url: str, result: Result) -> None:
         n = self.sizes.memory_jobs

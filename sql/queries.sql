@@ -987,3 +987,32 @@ SELECT extract(epoch FROM min(next_run_at) - now())::float8 FROM schedules WHERE
 
 -- name: database_now --
 SELECT now();
+
+-- === the API's rate limit (GCRA) =========================================================
+
+-- name: take_rate_tokens --
+-- $4 requests of client $1 at once (an API process sends one statement for all the
+-- requests of a client that arrive while the previous one runs): GCRA lets through as
+-- many as keep the client's theoretical arrival time within $3 seconds (the burst: a
+-- whole period) of now, each spending $2 seconds of it, and returns how many. One
+-- statement, the row lock held only for it. Every SET expression reads the row as it
+-- was, so `granted` and `tat` agree.
+INSERT INTO api_rate_limits AS r (client, tat, granted)
+VALUES ($1, now() + make_interval(secs => $2 * least($4, floor(($3 + 1e-9) / $2))),
+        least($4, floor(($3 + 1e-9) / $2)))
+ON CONFLICT (client) DO UPDATE SET
+    tat = greatest(r.tat, now()) + make_interval(secs => $2 * least($4, greatest(0, floor(
+              (extract(epoch FROM now() - greatest(r.tat, now())) + $3 + 1e-9) / $2)))),
+    granted = least($4, greatest(0, floor(
+              (extract(epoch FROM now() - greatest(r.tat, now())) + $3 + 1e-9) / $2)))
+RETURNING granted;
+
+-- name: rate_retry_after --
+-- Seconds until client $1 may send again (same $2 and $3 as take_rate_token).
+SELECT greatest(extract(epoch FROM tat + make_interval(secs => $2)
+                                   - make_interval(secs => $3) - now()), 0)::float8
+FROM api_rate_limits WHERE client = $1;
+
+-- name: prune_rate_limits --
+-- Clients whose budget is full again (their arrival time has passed) need no row.
+DELETE FROM api_rate_limits WHERE tat < now() - interval '1 minute';

@@ -18,6 +18,7 @@ from aqueue.api import jobs, queues, schedules, workers
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
+from aqueue.api.ratelimit import RateLimiter
 from aqueue.db import is_connection_error
 from aqueue.notifier import Notifier
 from aqueue.settings import Settings
@@ -92,10 +93,16 @@ def create_app(
     on; without one (an app mounted on its own) they look at the job every poll
     interval instead."""
     hosts = settings.api_allowed_hosts
+    middleware = []
+    if "*" not in hosts:
+        middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=PROBE_PATHS))
+    if settings.rate_limit is not None:
+        # after the Host check: a request refused for its Host spends no budget
+        middleware.append(
+            Middleware(RateLimiter, pool=pool, limit=settings.rate_limit, exempt_paths=PROBE_PATHS)
+        )
     app = Starlette(
-        middleware=[]
-        if "*" in hosts
-        else [Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=PROBE_PATHS)],
+        middleware=middleware,
         routes=[
             *jobs.routes,
             *queues.routes,

@@ -22,6 +22,7 @@ from aqueue.settings import (
     parse_queues,
     parse_roles,
     positive_float,
+    rate_limit,
     retention,
 )
 
@@ -455,3 +456,23 @@ def test_retention_comes_from_the_environment_and_the_flag_wins(monkeypatch):
     monkeypatch.setenv("AQUEUE_RETENTION", "off")
     assert settings_for("serve").retention_seconds is None
     assert settings_for("serve", "--retention", "12h").retention_seconds == 12 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "period"),
+    [("5/s", 5, 1.0), ("100/min", 100, 60.0), ("1000/h", 1000, 3600.0), (" 7 / minute ", 7, 60.0)],
+)
+def test_rate_limit_reads_a_count_per_period(text, count, period):
+    parsed = rate_limit(text)
+    assert (parsed.count, parsed.period) == (count, period)
+
+
+@pytest.mark.parametrize("text", ["", "5", "0/s", "5/day", "-1/s", "five/s"])
+def test_rate_limit_refuses_what_is_not_a_rate(text):
+    with pytest.raises(SettingsError, match="must be a rate"):
+        rate_limit(text)
+
+
+def test_rate_limit_is_off_unless_asked_for():
+    assert settings_for("serve").rate_limit is None
+    assert str(settings_for("serve", "--rate-limit", "5/s").rate_limit) == "5/s"
