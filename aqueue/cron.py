@@ -18,7 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from aqueue.model import JobSpec, ValidationError, check_name, check_payload, check_spec
+from aqueue.model import (
+    JobSpec,
+    ValidationError,
+    check_name,
+    check_payload,
+    check_spec,
+    json_fields,
+)
 
 
 def check_cron(expr: object) -> str:
@@ -155,15 +162,7 @@ class Schedule:
         return cls(**{name: row[name] for name in _SCHEDULE_COLUMNS})
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in _SCHEDULE_COLUMNS:
-            value = getattr(self, name)
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, uuid.UUID):
-                value = str(value)
-            out[name] = value
-        return out
+        return json_fields(self, _SCHEDULE_COLUMNS)
 
 
 _SCHEDULE_COLUMNS = tuple(Schedule.__dataclass_fields__)

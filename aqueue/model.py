@@ -99,18 +99,23 @@ class Job:
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in _JOB_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, uuid.UUID):
-                value = str(value)
-            out[name] = value
-        return out
+        return json_fields(self, _JOB_FIELDS)
 
 
 _JOB_FIELDS = tuple(Job.__dataclass_fields__)
+
+
+def json_fields(record: object, names: Sequence[str]) -> dict[str, Any]:
+    """These attributes of a record as JSON values: times in ISO 8601, ids as strings."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        out[name] = value
+    return out
 
 
 def uuid7() -> uuid.UUID:
