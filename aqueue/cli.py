@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         _add_options(p, name)
         p.add_argument("queue")
+    limits_p = sub.add_parser("limits", help="set a queue's rate limit (across every worker)")
+    _add_options(limits_p, "limits")
+    limits_p.add_argument("queue")
+    limits_p.add_argument(
+        "--rate-limit", dest="queue_rate", required=True, help="20/s, 100/min, 1000/h, or off"
+    )
     queues_p = sub.add_parser(
         "queues", help="list queues: depth by status, paused, oldest pending, workers"
     )
@@ -243,6 +249,10 @@ async def _operate(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         elif command == "retry-dead":
             count = await control.retry_dead(conn, args.queue, args.type)
             print(f"retried {count} dead job(s) of queue {args.queue}")
+        elif command == "limits":
+            rate = None if args.queue_rate.strip().lower() == "off" else args.queue_rate
+            await control.set_rate_limit(conn, args.queue, rate)
+            print(f"queue {args.queue}: rate limit {rate or 'off'}")
         elif command in ("pause", "resume"):
             await (control.pause if command == "pause" else control.resume)(conn, args.queue)
             print(f"queue {args.queue} {command}d")

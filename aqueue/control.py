@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 
 from aqueue import store
-from aqueue.model import Job, check_name
+from aqueue.model import Job, ValidationError, check_name
+from aqueue.settings import SettingsError, rate_limit
 from aqueue.store import Executor, JobNotFound, JobStateError, QueueInfo, WorkerInfo
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "resume",
     "retry",
     "retry_dead",
+    "set_rate_limit",
     "workers",
 ]
 
@@ -62,6 +64,21 @@ async def pause(db: Executor, queue: str) -> None:
 
 async def resume(db: Executor, queue: str) -> None:
     await store.set_queue_paused(db, check_name("queue", queue), False)
+
+
+async def set_rate_limit(db: Executor, queue: str, rate: str | None) -> None:
+    """At most `rate` (`20/s`, `100/min`, `1000/h`) jobs of `queue` start, across every
+    worker together, enforced in the claim; None removes the limit. Jobs over it wait;
+    they do not fail."""
+    check_name("queue", queue)
+    if rate is None:
+        await store.set_queue_rate(db, queue, None, None)
+        return
+    try:
+        limit = rate_limit(rate)
+    except SettingsError as exc:
+        raise ValidationError(f"'rate_limit' {exc}") from None
+    await store.set_queue_rate(db, queue, limit.count, limit.period)
 
 
 async def queues(db: Executor, heartbeat_seconds: float = 10.0) -> list[QueueInfo]:

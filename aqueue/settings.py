@@ -49,6 +49,7 @@ COMMANDS = (
     "queues",
     "workers",
     "schedules",
+    "limits",
 )
 
 

@@ -17,6 +17,7 @@ import asyncpg
 from aqueue.cron import Schedule, ScheduleSpec
 from aqueue.db import sql_dir
 from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, uuid7, uuid7s
+from aqueue.settings import RateLimit
 
 
 class Executor(Protocol):
@@ -690,11 +691,14 @@ class QueueInfo:
     completed_recently: int
     failed_recently: int
     workers: list[str]
+    # jobs per period in seconds, when the queue has a rate limit
+    rate: tuple[int, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "paused": self.paused,
+            "limits": {"rate_limit": None if self.rate is None else str(RateLimit(*self.rate))},
             "depth": self.depth,
             "oldest_pending_seconds": self.oldest_pending_seconds,
             "completed_last_minute": self.completed_recently,
@@ -719,6 +723,7 @@ async def queue_overview(
             completed_recently=r["completed_recently"],
             failed_recently=r["failed_recently"],
             workers=list(r["workers"]),
+            rate=None if r["rate_count"] is None else (r["rate_count"], r["rate_period"]),
         )
         for r in rows
     ]
@@ -933,3 +938,33 @@ async def rate_retry_after(db: Executor, client: str, interval: float, burst: fl
 
 async def prune_rate_limits(db: Executor) -> None:
     await db.execute(Q["prune_rate_limits"])
+
+
+# --- queue rate limits --------------------------------------------------------------------
+
+
+async def claim_rate_limited(
+    db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
+) -> list[ClaimedJob]:
+    """claim for a queue with a rate limit: at most what its bucket allows."""
+    rows = await db.fetch(Q["claim_rate_limited"], queue, limit, worker_id, lease_seconds)
+    return [ClaimedJob(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class QueueRate:
+    count: int
+    period: float
+    # seconds until the bucket allows one more job
+    wait: float
+
+
+async def queue_rate(db: Executor, queue: str) -> QueueRate | None:
+    row = await db.fetchrow(Q["queue_rate"], queue)
+    if row is None:
+        return None
+    return QueueRate(row["rate_count"], row["rate_period"], row["wait"])
+
+
+async def set_queue_rate(db: Executor, queue: str, count: int | None, period: float | None) -> None:
+    await db.fetchrow(Q["set_queue_rate"], queue, count, period)

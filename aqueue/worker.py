@@ -120,6 +120,8 @@ class Worker:
         self._threads: ThreadPoolExecutor | None = None
         notifier.on(Topic.CANCEL, self._cancel_notified)
         notifier.on(Topic.QUEUE, self._queue_changed)
+        notifier.on_reconnect(self._forget_rates)
+        self._rate_known: dict[str, bool] = {}
 
     @property
     def stop_seconds(self) -> float:
@@ -294,6 +296,10 @@ class Worker:
         settings = self.settings
         loop = asyncio.get_running_loop()
         outage = Outage(log, f"claiming from {queue!r}")
+        # whether the queue has a rate limit (claimed with claim_rate_limited); None: to be
+        # looked up (at start, and when the notifier says the queue changed)
+        self._rate_known[queue] = False
+        rate: store.QueueRate | None = None
         while not self._stopping.is_set():
             free = concurrency - self._in_flight[queue]
             # Back-pressure: outcomes are written in batches, but never pile up unbounded,
@@ -306,8 +312,12 @@ class Worker:
             wake.clear()  # before the claim: a notification during it is not lost
             try:
                 conn = await own.get()
+                if not self._rate_known[queue]:
+                    rate = await store.queue_rate(conn, queue)
+                    self._rate_known[queue] = True
                 sent = loop.time()
-                jobs = await store.claim(conn, queue, free, self.id, settings.lease_seconds)
+                claim = store.claim if rate is None else store.claim_rate_limited
+                jobs = await claim(conn, queue, free, self.id, settings.lease_seconds)
                 for job in jobs:
                     self._start(job, sent)
                 if jobs:
@@ -315,6 +325,13 @@ class Worker:
                 if len(jobs) == free:
                     continue
                 due_in = await store.seconds_until_next_job(conn, queue)
+                if due_in is not None and due_in <= 0 and not jobs:
+                    # Due but nothing claimed: locked by another worker's claim, or the
+                    # queue has a rate limit (new, or spent): look, and sleep until it
+                    # allows one more job rather than spin.
+                    rate = await store.queue_rate(conn, queue)
+                    if rate is not None and rate.wait > 0:
+                        due_in = rate.wait
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -367,10 +384,16 @@ class Worker:
             self._let_go(attempt)
 
     def _queue_changed(self, queue: str) -> None:
-        """A queue was paused or resumed: its claim loop looks again (the pause itself is
-        checked by the claim statement, so nothing here can get it wrong)."""
+        """A queue was paused, resumed or given a rate limit: its claim loop looks again
+        (pause and limit are enforced by the claim statements, so a worker that has not
+        heard yet claims nothing it should not)."""
         if queue in self._slot_freed:
+            self._rate_known[queue] = False
             self.notifier.subscribe(queue).set()
+
+    def _forget_rates(self) -> None:
+        for queue in self._rate_known:
+            self._rate_known[queue] = False
 
     def _holds(self, attempt: Attempt) -> bool:
         return self._held.get(attempt.job.id) is attempt

@@ -119,6 +119,24 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "The queues")},
                 }
             },
+            "/queues/{name}/limits": {
+                "put": {
+                    "summary": 'A queue\'s limits: {"rate_limit": "20/s"} (N/s, N/min, N/h; '
+                    "null removes it), enforced in the claim across every worker",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "The limits now"),
+                        "422": _json(_ERROR, "A bad rate, or a limit this version lacks"),
+                    },
+                }
+            },
             "/queues/{name}/pause": _queue_action("Pause a queue: no worker claims from it"),
             "/queues/{name}/resume": _queue_action("Resume a paused queue"),
             "/queues/{name}/retry-dead": _queue_action(

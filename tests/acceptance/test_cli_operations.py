@@ -90,3 +90,14 @@ def test_status_wait_exits_3_when_the_job_has_not_finished(db_url):
 def test_workers_with_none_seen(db_url):
     result = run_cli("workers", "--database-url", db_url)
     assert result.returncode == 0 and result.stdout.strip() == "no workers seen"
+
+
+def test_limits_sets_and_clears_a_queue_rate(db_url):
+    set_ = run_cli("limits", "email", "--rate-limit", "20/s", "--database-url", db_url)
+    assert set_.returncode == 0 and set_.stdout.strip() == "queue email: rate limit 20/s"
+    listed = json.loads(run_cli("queues", "--json", "--database-url", db_url).stdout)
+    assert next(q for q in listed if q["name"] == "email")["limits"] == {"rate_limit": "20/s"}
+    cleared = run_cli("limits", "email", "--rate-limit", "off", "--database-url", db_url)
+    assert cleared.returncode == 0
+    bad = run_cli("limits", "email", "--rate-limit", "fast", "--database-url", db_url)
+    assert bad.returncode == 1 and "must be a rate" in one_line_error(bad)
