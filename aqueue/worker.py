@@ -296,8 +296,9 @@ class Worker:
         settings = self.settings
         loop = asyncio.get_running_loop()
         outage = Outage(log, f"claiming from {queue!r}")
-        # whether the queue has a rate limit (claimed with claim_rate_limited); None: to be
-        # looked up (at start, and when the notifier says the queue changed)
+        # the queue's rate limit (None: none; claimed with claim_rate_limited otherwise),
+        # looked up again whenever _rate_known says so: at start, when the notifier says
+        # the queue changed, after a reconnect
         self._rate_known[queue] = False
         rate: store.QueueRate | None = None
         while not self._stopping.is_set():
