@@ -17,6 +17,7 @@ The claim loops, the completer and the heartbeat each use a connection of their 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -56,7 +57,9 @@ OUTCOME_SECONDS = 10.0
 HEARTBEAT_TIMEOUT_FLOOR = 0.5
 
 
+@functools.cache
 def aqueue_version() -> str:
+    """The installed aqueue's version (read once: the registry row repeats it)."""
     try:
         return version("aqueue")
     except PackageNotFoundError:
