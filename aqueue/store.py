@@ -30,11 +30,28 @@ class Executor(Protocol):
 
 
 def load_queries(text: str) -> dict[str, str]:
+    """The named statements; `{{name}}` in one stands for the named fragment's text, so
+    that two statements sharing a part (the claim's lease, say) share one text of it."""
     queries: dict[str, str] = {}
     parts = re.split(r"^-- name: ([a-z_]+) --\s*$", text, flags=re.MULTILINE)
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         queries[name] = body.strip()
-    return queries
+
+    def expand(match: re.Match[str]) -> str:
+        return _without_comments(queries[match[1]])
+
+    return {name: _FRAGMENT.sub(expand, body) for name, body in queries.items()}
+
+
+_FRAGMENT = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+def _without_comments(fragment: str) -> str:
+    # its header comment says what it is for; inside a statement it only takes room
+    lines = fragment.splitlines()
+    while lines and lines[0].startswith("--"):
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 Q = load_queries((sql_dir() / "queries.sql").read_text())

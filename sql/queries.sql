@@ -181,6 +181,39 @@ SELECT * FROM (
 ) history
 ORDER BY at, status = 'RUNNING' DESC;
 
+-- name: claim_lease --
+-- A fragment of claim and claim_rate_limited (store.py puts its text where they name it
+-- in double braces): lease the picked jobs to worker $3 for $4 seconds and return what
+-- it runs.
+claimed AS (
+    UPDATE jobs j SET
+        status = 'RUNNING',
+        attempts = j.attempts + 1,
+        locked_by = $3,
+        locked_at = now(),
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => $4),
+        started_at = now(),
+        updated_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    -- The times as epoch seconds: decoding three timestamptz per job cost the worker a
+    -- third more CPU per job than the whole rest of the claim; the handler's context
+    -- turns them into datetimes only if it asks.
+    RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
+              j.lease_token, date_part('epoch', j.created_at),
+              date_part('epoch', j.run_after), date_part('epoch', j.started_at),
+              j.timeout_seconds
+)
+
+-- name: claim_result --
+-- A fragment of claim and claim_rate_limited: the claimed jobs; a first attempt's claim
+-- commits without waiting for its WAL flush (see claim).
+SELECT claimed.* FROM claimed,
+    (SELECT set_config('synchronous_commit',
+                       CASE WHEN EXISTS (SELECT 1 FROM claimed WHERE attempts > 1)
+                            THEN 'on' ELSE 'off' END,
+                       true)) AS durability
+
 -- name: claim --
 -- The hot path: pick up to $2 runnable jobs of queue $1 and lease them to worker $3 for
 -- $4 seconds, in one statement. SKIP LOCKED lets concurrent workers pass each other's
@@ -212,30 +245,8 @@ WITH picked AS (
     ORDER BY effective_priority DESC, run_after
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs j SET
-        status = 'RUNNING',
-        attempts = j.attempts + 1,
-        locked_by = $3,
-        locked_at = now(),
-        lease_token = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => $4),
-        started_at = now(),
-        updated_at = now()
-    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    -- The times as epoch seconds: decoding three timestamptz per job cost the worker a
-    -- third more CPU per job than the whole rest of the claim; the handler's context
-    -- turns them into datetimes only if it asks.
-    RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
-              j.lease_token, date_part('epoch', j.created_at),
-              date_part('epoch', j.run_after), date_part('epoch', j.started_at),
-              j.timeout_seconds
-)
-SELECT claimed.* FROM claimed,
-    (SELECT set_config('synchronous_commit',
-                       CASE WHEN EXISTS (SELECT 1 FROM claimed WHERE attempts > 1)
-                            THEN 'on' ELSE 'off' END,
-                       true)) AS durability;
+), {{claim_lease}}
+{{claim_result}};
 
 -- name: claim_rate_limited --
 -- claim for a queue with a rate limit (the store picks this variant only for those, so
@@ -260,34 +271,12 @@ WITH bucket AS MATERIALIZED (
     ORDER BY effective_priority DESC, run_after
     LIMIT coalesce((SELECT n FROM allowed), 0)
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs j SET
-        status = 'RUNNING',
-        attempts = j.attempts + 1,
-        locked_by = $3,
-        locked_at = now(),
-        lease_token = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => $4),
-        started_at = now(),
-        updated_at = now()
-    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    -- The times as epoch seconds: decoding three timestamptz per job cost the worker a
-    -- third more CPU per job than the whole rest of the claim; the handler's context
-    -- turns them into datetimes only if it asks.
-    RETURNING j.id, j.type, j.payload, j.queue, j.priority, j.attempts, j.max_attempts,
-              j.lease_token, date_part('epoch', j.created_at),
-              date_part('epoch', j.run_after), date_part('epoch', j.started_at),
-              j.timeout_seconds
-), spent AS (
+), {{claim_lease}}, spent AS (
     UPDATE queues q SET rate_tat = b.t0 + make_interval(secs => b.step * (
         SELECT count(*) FROM claimed))
     FROM bucket b WHERE q.name = $1 AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT claimed.* FROM claimed,
-    (SELECT set_config('synchronous_commit',
-                       CASE WHEN EXISTS (SELECT 1 FROM claimed WHERE attempts > 1)
-                            THEN 'on' ELSE 'off' END,
-                       true)) AS durability;
+{{claim_result}};
 
 -- name: seconds_until_next_job --
 -- How long a worker of queue $1 may sleep before a delayed or retrying job comes due: the
@@ -544,16 +533,10 @@ WITH expired AS (
 )
 SELECT id, status, queue, has_dependents, notify_finish FROM reclaimed;
 
--- name: retry_job --
--- A DEAD or CANCELLED job runs again (rule 3): back to jobs as PENDING, due now, with
--- fresh attempts and releases and no result or error (its attempts stay in job_events,
--- with this retry as a PENDING event), waking the workers of its queue as an insert
--- does. No row: the job is unknown or not DEAD/CANCELLED (store.retry_job tells which).
-WITH revived AS (
-    DELETE FROM jobs_history WHERE id = $1 AND status IN ('DEAD', 'CANCELLED')
-    RETURNING *
-), restored AS (
-    INSERT INTO jobs (id, type, payload, status, queue, priority, attempts,
+-- name: revive_into_jobs --
+-- A fragment of retry_job and retry_dead: the rows `revived` (deleted from jobs_history)
+-- back into jobs, PENDING and due now with a fresh budget.
+INSERT INTO jobs (id, type, payload, status, queue, priority, attempts,
                       max_attempts, run_after, locked_by, locked_at, last_error,
                       idempotency_key, created_at, updated_at, lease_token,
                       lease_expires_at, result, started_at, finished_at, releases,
@@ -568,6 +551,17 @@ WITH revived AS (
            priority, timeout_seconds, 0, has_dependents,
            false
     FROM revived
+
+-- name: retry_job --
+-- A DEAD or CANCELLED job runs again (rule 3): back to jobs as PENDING, due now, with
+-- fresh attempts and releases and no result or error (its attempts stay in job_events,
+-- with this retry as a PENDING event), waking the workers of its queue as an insert
+-- does. No row: the job is unknown or not DEAD/CANCELLED (store.retry_job tells which).
+WITH revived AS (
+    DELETE FROM jobs_history WHERE id = $1 AND status IN ('DEAD', 'CANCELLED')
+    RETURNING *
+), restored AS (
+    {{revive_into_jobs}}
     RETURNING *
 ), logged AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, queue)
@@ -592,21 +586,7 @@ WITH picked AS (
     DELETE FROM jobs_history h WHERE h.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING h.*
 ), restored AS (
-    INSERT INTO jobs (id, type, payload, status, queue, priority, attempts,
-                      max_attempts, run_after, locked_by, locked_at, last_error,
-                      idempotency_key, created_at, updated_at, lease_token,
-                      lease_expires_at, result, started_at, finished_at, releases,
-                      effective_priority, timeout_seconds, waiting_for, has_dependents,
-                      notify_finish)
-    SELECT id, type, payload, 'PENDING', queue, priority, 0,
-           max_attempts, now(), NULL, NULL, NULL,
-           idempotency_key, created_at, now(), NULL,
-           NULL, NULL, NULL, NULL, 0,
-           -- it runs now without waiting for its parents again; jobs waiting on it
-           -- (not cancelled meanwhile) still do
-           priority, timeout_seconds, 0, has_dependents,
-           false
-    FROM revived
+    {{revive_into_jobs}}
     RETURNING id, queue
 ), logged AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, queue)
