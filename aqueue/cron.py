@@ -132,6 +132,17 @@ class ScheduleSpec:
     enabled: bool = True
     catch_up: bool = True
 
+    def job(self, idempotency_key: str | None = None) -> JobSpec:
+        """The job each tick enqueues."""
+        return JobSpec(
+            type=self.type,
+            payload=self.payload,
+            queue=self.queue,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            idempotency_key=idempotency_key,
+        )
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -172,22 +183,14 @@ def check_schedule(spec: ScheduleSpec, max_payload_bytes: int) -> ScheduleSpec:
     """Every field within what aqueue stores and runs; ValidationError names the first
     problem."""
     check_name("name", spec.name)
-    check_cron(spec.cron)
+    cron = check_cron(spec.cron)
     check_timezone(spec.timezone)
-    check_spec(
-        JobSpec(
-            type=spec.type,
-            payload=spec.payload,
-            queue=spec.queue,
-            priority=spec.priority,
-            max_attempts=spec.max_attempts,
-        )
-    )
+    check_spec(spec.job())
     check_payload(spec.payload if spec.payload is not None else {}, max_payload_bytes)
     for flag in ("enabled", "catch_up"):
         if not isinstance(getattr(spec, flag), bool):
             raise ValidationError(f"'{flag}' must be true or false")
-    return replace(spec, cron=check_cron(spec.cron), payload=spec.payload or {})
+    return replace(spec, cron=cron, payload=spec.payload or {})
 
 
 def parse_schedule(

@@ -27,6 +27,7 @@ import asyncpg
 
 from aqueue.cron import ScheduleSpec, check_schedule
 from aqueue.model import ValidationError, check_name, check_timeout
+from aqueue.settings import MAX_PAYLOAD_LIMIT
 from aqueue.store import ClaimedJob
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
@@ -81,7 +82,8 @@ class Registry:
                 max_attempts=max_attempts,
                 catch_up=catch_up,
             ),
-            max_payload_bytes=268_435_455,
+            # the settings' --max-payload-bytes is not known here: the storable maximum
+            max_payload_bytes=MAX_PAYLOAD_LIMIT,
         )
         self.schedules = [s for s in self.schedules if s.name != name] + [spec]
         return spec

@@ -16,7 +16,6 @@ import asyncpg
 from aqueue import producer, schedules, store
 from aqueue.cron import Schedule, fire
 from aqueue.db import Outage, is_connection_error
-from aqueue.model import JobSpec
 from aqueue.notifier import Notifier, Topic
 from aqueue.registry import Registry
 from aqueue.settings import Settings
@@ -108,15 +107,7 @@ class Scheduler:
                     )
                 if firing.run is not None:
                     await producer.submit(
-                        conn,
-                        JobSpec(
-                            type=schedule.type,
-                            payload=schedule.payload,
-                            queue=schedule.queue,
-                            priority=schedule.priority,
-                            max_attempts=schedule.max_attempts,
-                            idempotency_key=tick_key(schedule, firing.run.isoformat()),
-                        ),
+                        conn, schedule.spec().job(tick_key(schedule, firing.run.isoformat()))
                     )
                     self.enqueued += 1
                 await store.advance_schedule(
