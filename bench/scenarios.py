@@ -24,6 +24,7 @@ from bench.baseline import read_origins
 from bench.httpload import post_all
 from bench.recorder import read_records
 from bench.systems.aqueue_baseline import AqueueBaselineSystem
+from bench.systems.aqueue_system import all_jobs, has_history
 from bench.systems.base import System, worker_env
 
 
@@ -833,11 +834,6 @@ class Runner:
         }
 
 
-async def has_history(conn: asyncpg.Connection) -> bool:
-    """Whether this aqueue keeps finished jobs apart (migration 004)."""
-    return bool(await conn.fetchval("SELECT to_regclass('jobs_history') IS NOT NULL"))
-
-
 def uuid7_floor(epoch: float) -> uuid.UUID:
     """The smallest time-ordered id of a time: every job created later has a larger id."""
     return uuid.UUID(int=int(epoch * 1000) << 80)
@@ -856,7 +852,7 @@ class Since:
         return getattr(self._system, name)
 
     async def completed(self, conn: asyncpg.Connection) -> int:
-        table = "all_jobs" if await has_history(conn) else "jobs"
+        table = await all_jobs(conn)
         return int(
             await conn.fetchval(
                 f"SELECT count(*) FROM {table} WHERE id >= $1 AND status = 'COMPLETED'",
@@ -865,7 +861,7 @@ class Since:
         )
 
     async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        table = "all_jobs" if await has_history(conn) else "jobs"
+        table = await all_jobs(conn)
         row = await conn.fetchrow(
             f"""SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
                        count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,

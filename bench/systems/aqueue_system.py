@@ -25,11 +25,16 @@ def aqueue_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from aqueue.cli import main; sys.exit(main())"]
 
 
+async def has_history(conn: asyncpg.Connection) -> bool:
+    """Whether this aqueue keeps finished jobs apart (jobs_history, migration 005); a
+    --baseline revision may predate it."""
+    return bool(await conn.fetchval("SELECT to_regclass('jobs_history') IS NOT NULL"))
+
+
 async def all_jobs(conn: asyncpg.Connection) -> str:
-    """Every job of either schema: finished jobs live in jobs_history since migration 004
-    (the view all_jobs reads both), in jobs before it (a --baseline revision)."""
-    view = await conn.fetchval("SELECT to_regclass('all_jobs') IS NOT NULL")
-    return "all_jobs" if view else "jobs"
+    """Every job of either schema: finished jobs live in jobs_history (the view all_jobs
+    reads both) since migration 005, in jobs before it."""
+    return "all_jobs" if await has_history(conn) else "jobs"
 
 
 class AqueueSystem(System):
