@@ -329,10 +329,11 @@ class Worker:
                 if len(jobs) == free:
                     continue
                 due_in = await store.seconds_until_next_job(conn, queue)
-                if due_in is not None and due_in <= 0 and not jobs:
-                    # Due but nothing claimed: locked by another worker's claim, or the
-                    # queue has a rate limit (new, or spent): look, and sleep until it
-                    # allows one more job rather than spin.
+                if due_in is not None and due_in <= 0 and not jobs and rate is not None:
+                    # Due but nothing claimed from a rate-limited queue: its bucket is
+                    # spent (or another worker's claim holds the jobs). Sleep until it
+                    # allows one more job rather than spin. (A limit set or removed is
+                    # learnt from the notifier; the plain claim pays nothing here.)
                     rate = await store.queue_rate(conn, queue)
                     if rate is not None and rate.wait > 0:
                         due_in = rate.wait
