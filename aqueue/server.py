@@ -31,6 +31,7 @@ log = logging.getLogger("aqueue.server")
 
 POOL_CLOSE_SECONDS = 2.0
 ROLE_STOP_SECONDS = 2.0
+HURRIED_ROLE_SECONDS = 0.5
 
 
 class StartupError(RuntimeError):
@@ -249,21 +250,28 @@ class RoleGroup:
             stopper.cancel()
             for task in self.tasks.values():
                 task.cancel()
-            await asyncio.gather(stopper, *self.tasks.values(), return_exceptions=True)
+            # Bounded: a task cancelled in a statement to a database that stopped
+            # answering may wait on it; closing the pool (serve's next step) ends it.
+            await asyncio.wait([stopper, *self.tasks.values()], timeout=ROLE_STOP_SECONDS)
 
     async def stop(self) -> None:
         for role in self.roles:
             task = self.tasks[role.name]
-            role.stop(now=self._hurried)
-            await asyncio.wait([task], timeout=role.stop_seconds)
+            # After a second signal, the roles not yet stopping get a moment each, not
+            # their whole allowance: the one stopping when it came (the worker, say) was
+            # told to hurry and bounds what it has left by itself.
+            hurried = self._hurried
+            allowed = HURRIED_ROLE_SECONDS if hurried else role.stop_seconds
+            role.stop(now=hurried)
+            await asyncio.wait([task], timeout=allowed)
             if not task.done():
-                log.warning(
-                    "role %s did not stop in %.0fs; cancelling it", role.name, role.stop_seconds
-                )
+                log.warning("role %s did not stop in %.1fs; cancelling it", role.name, allowed)
                 task.cancel()
                 # A task cancelled in the middle of a statement to a database that stopped
                 # answering may wait on it; closing the pool ends such waits.
-                await asyncio.wait([task], timeout=ROLE_STOP_SECONDS)
+                await asyncio.wait(
+                    [task], timeout=HURRIED_ROLE_SECONDS if hurried else ROLE_STOP_SECONDS
+                )
 
     def hurry(self) -> None:
         log.warning("second signal: stopping now, running jobs are released")
