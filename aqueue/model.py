@@ -64,6 +64,10 @@ class JobSpec:
     timeout_seconds: float | None = None
     # jobs that must all COMPLETE before this one starts
     depends_on: tuple[uuid.UUID, ...] = ()
+    # at most the queue's cap of jobs with this key run at once, across every worker
+    concurrency_key: str | None = None
+    # the tenant this job counts for: tenants share the queue in proportion to weight
+    fair_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,8 @@ class Job:
     timeout_seconds: float | None = None
     # how many of the jobs it depends on have not completed yet
     waiting_for: int = 0
+    concurrency_key: str | None = None
+    fair_key: str | None = None
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> Job:
@@ -175,8 +181,12 @@ JOB_FIELDS = frozenset(
         "idempotency_key",
         "timeout_seconds",
         "depends_on",
+        "concurrency_key",
+        "fair_key",
     }
 )
+# concurrency and fair keys: free text (a customer id, "customer:vip"), bounded
+MAX_FLOW_KEY = 200
 
 
 def check_name(kind: str, value: object) -> str:
@@ -323,12 +333,28 @@ def _check_spec_values(spec: JobSpec) -> JobSpec:
         _check_text("'idempotency_key'", key)
     if spec.timeout_seconds is not None:
         check_timeout(spec.timeout_seconds)
+    for name in ("concurrency_key", "fair_key"):
+        value = getattr(spec, name)
+        if value is not None:
+            check_flow_key(name, value)
+    if spec.depends_on and spec.fair_key is not None:
+        # its place in the fair order is given at enqueue, and a job that waits for
+        # others is not runnable then
+        raise ValidationError("'fair_key' cannot be combined with 'depends_on' (yet)")
     if spec.depends_on:
         if len(spec.depends_on) > MAX_DEPENDENCIES:
             raise ValidationError(f"'depends_on' lists at most {MAX_DEPENDENCIES} jobs")
         if not all(isinstance(i, uuid.UUID) for i in spec.depends_on):
             raise ValidationError("'depends_on' must list job ids (UUIDs)")
     return spec
+
+
+def check_flow_key(name: str, value: object) -> str:
+    """A concurrency or fair key: a string of 1 to MAX_FLOW_KEY characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_FLOW_KEY:
+        raise ValidationError(f"'{name}' must be a string of 1 to {MAX_FLOW_KEY} characters")
+    _check_text(f"'{name}'", value)
+    return value
 
 
 def check_timeout(value: object, name: str = "timeout_seconds") -> float:
@@ -382,6 +408,8 @@ def parse_job_spec(data: object, max_payload_bytes: int) -> JobSpec:
             idempotency_key=data.get("idempotency_key"),
             timeout_seconds=data.get("timeout_seconds"),
             depends_on=_parse_depends_on(data.get("depends_on")),
+            concurrency_key=data.get("concurrency_key"),
+            fair_key=data.get("fair_key"),
         )
     )
 

@@ -72,12 +72,13 @@ class Reaper:
 
     async def maintain(self) -> None:
         """One round: expired leases, starving jobs, registry and rate-limit rows no longer
-        needed, finished jobs past the retention (reaper role only), and the hot table's
-        dead tuples."""
+        needed, concurrency slots fitted to their caps, finished jobs past the retention
+        (reaper role only), and the hot table's dead tuples."""
         await self.reap()
         await self.promote()
         await store.prune_workers(self.pool, WORKER_ROWS_KEPT_SECONDS)
         await store.prune_rate_limits(self.pool)
+        await self.fit_slots()
         if self.retention:
             await self.purge()
         await self.vacuum_if_bloated()
@@ -102,6 +103,14 @@ class Reaper:
                         self.settings.promote_after_seconds,
                     )
                 return total
+
+    async def fit_slots(self) -> int:
+        """Concurrency slot rows fitted to their keys' caps, and any slot held by a job
+        that no longer runs freed (see the statement)."""
+        changed = await store.fit_slots(self.pool)
+        if changed:
+            log.info("fitted %d concurrency slot rows to their caps", changed)
+        return changed
 
     async def reap(self) -> int:
         """Reclaim every expired lease now; returns how many jobs were reclaimed."""

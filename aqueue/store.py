@@ -77,6 +77,8 @@ async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
     )
     if spec.depends_on:
         return await _insert_dependent_job(db, spec, args)
+    if spec.concurrency_key is not None or spec.fair_key is not None:
+        return await _insert_flow_job(db, spec, args[0])
     if spec.idempotency_key is None:
         row = await db.fetchrow(Q["insert_job"], *args[:8])
         return Job.from_record(row), True
@@ -92,6 +94,35 @@ async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
     raise RuntimeError(f"could not insert or read the job with key {spec.idempotency_key!r}")
 
 
+async def _insert_flow_job(db: Executor, spec: JobSpec, job_id: uuid.UUID) -> tuple[Job, bool]:
+    for _ in range(2):  # as in insert_job
+        rows = await db.fetch(Q["insert_jobs_flow"], [_batch_row(spec, job_id)])
+        if rows:
+            return Job.from_record(rows[0]), True
+        row = await db.fetchrow(Q["job_by_key"], spec.idempotency_key)
+        if row is not None:
+            return Job.from_record(row), False
+    raise RuntimeError(f"could not insert or read the job with key {spec.idempotency_key!r}")
+
+
+def _batch_row(spec: JobSpec, job_id: uuid.UUID) -> dict[str, Any]:
+    row = {
+        "id": job_id.hex,
+        "type": spec.type,
+        "payload": spec.payload,
+        "queue": spec.queue,
+        "priority": spec.priority,
+        "run_after": None if spec.run_after is None else spec.run_after.isoformat(),
+        "max_attempts": spec.max_attempts,
+        "idempotency_key": spec.idempotency_key,
+        "timeout_seconds": spec.timeout_seconds,
+    }
+    if spec.concurrency_key is not None or spec.fair_key is not None:
+        row["concurrency_key"] = spec.concurrency_key
+        row["fair_key"] = spec.fair_key
+    return row
+
+
 async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
     """Insert a batch in one statement; returns the job ids in the order given (for an
     idempotent repeat, the existing job's id)."""
@@ -104,21 +135,10 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
             return [(await insert_job(conn, s))[0].id for s in specs]
     ids = uuid7s(len(specs))
     keyed = any(s.idempotency_key is not None for s in specs)
-    rows = [
-        {
-            "id": job_id.hex,
-            "type": s.type,
-            "payload": s.payload,
-            "queue": s.queue,
-            "priority": s.priority,
-            "run_after": None if s.run_after is None else s.run_after.isoformat(),
-            "max_attempts": s.max_attempts,
-            "idempotency_key": s.idempotency_key,
-            "timeout_seconds": s.timeout_seconds,
-        }
-        for s, job_id in zip(specs, ids, strict=True)
-    ]
-    returned = await db.fetch(Q["insert_jobs_keyed" if keyed else "insert_jobs"], rows)
+    flow = any(s.concurrency_key is not None or s.fair_key is not None for s in specs)
+    rows = [_batch_row(s, job_id) for s, job_id in zip(specs, ids, strict=True)]
+    query = "insert_jobs_flow" if flow else "insert_jobs_keyed" if keyed else "insert_jobs"
+    returned = await db.fetch(Q[query], rows)
     if len(returned) == len(specs):
         return ids
     inserted = {r["id"] for r in returned}
@@ -710,12 +730,27 @@ class QueueInfo:
     workers: list[str]
     # jobs per period in seconds, when the queue has a rate limit
     rate: tuple[int, float] | None = None
+    key_concurrency: int | None = None
+    key_limits: dict[str, int] | None = None
+    fair_weights: dict[str, float] | None = None
+    # jobs with a fair key were enqueued here: it is claimed in fair order
+    fair: bool = False
+
+    def limits(self) -> dict[str, Any]:
+        """The shape PUT /queues/{name}/limits takes."""
+        return {
+            "rate_limit": None if self.rate is None else str(RateLimit(*self.rate)),
+            "key_concurrency": self.key_concurrency,
+            "key_limits": self.key_limits,
+            "fair_weights": self.fair_weights,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "paused": self.paused,
-            "limits": {"rate_limit": None if self.rate is None else str(RateLimit(*self.rate))},
+            "limits": self.limits(),
+            "fair": self.fair,
             "depth": self.depth,
             "oldest_pending_seconds": self.oldest_pending_seconds,
             "completed_last_minute": self.completed_recently,
@@ -741,6 +776,10 @@ async def queue_overview(
             failed_recently=r["failed_recently"],
             workers=list(r["workers"]),
             rate=None if r["rate_count"] is None else (r["rate_count"], r["rate_period"]),
+            key_concurrency=r["key_concurrency"],
+            key_limits=r["key_limits"],
+            fair_weights=r["fair_weights"],
+            fair=r["fair"],
         )
         for r in rows
     ]
@@ -957,31 +996,81 @@ async def prune_rate_limits(db: Executor) -> None:
     await db.execute(Q["prune_rate_limits"])
 
 
-# --- queue rate limits --------------------------------------------------------------------
+# --- flow control: queue rate limits, key caps, fair share ------------------------------
 
 
-async def claim_rate_limited(
+async def claim_flow(
     db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
 ) -> list[ClaimedJob]:
-    """claim for a queue with a rate limit: at most what its bucket allows."""
-    rows = await db.fetch(Q["claim_rate_limited"], queue, limit, worker_id, lease_seconds)
+    """claim for a queue with a rate limit, key caps or fair keys: at most what its
+    bucket allows, no key past its cap, tenants in fair order."""
+    rows = await db.fetch(Q["claim_flow"], queue, limit, worker_id, lease_seconds)
     return [ClaimedJob(*r) for r in rows]
 
 
 @dataclass(frozen=True)
-class QueueRate:
-    count: int
-    period: float
-    # seconds until the bucket allows one more job
+class QueueFlow:
+    """A queue claimed with claim_flow; its rate limit (count per period), if any."""
+
+    count: int | None
+    period: float | None
+    # seconds until the bucket allows one more job (0 without a rate limit)
     wait: float
 
 
-async def queue_rate(db: Executor, queue: str) -> QueueRate | None:
-    row = await db.fetchrow(Q["queue_rate"], queue)
+async def queue_flow(db: Executor, queue: str) -> QueueFlow | None:
+    """None: the plain claim serves this queue."""
+    row = await db.fetchrow(Q["queue_flow"], queue)
     if row is None:
         return None
-    return QueueRate(row["rate_count"], row["rate_period"], row["wait"])
+    return QueueFlow(row["rate_count"], row["rate_period"], row["wait"] or 0.0)
 
 
-async def set_queue_rate(db: Executor, queue: str, count: int | None, period: float | None) -> None:
-    await db.fetchrow(Q["set_queue_rate"], queue, count, period)
+UNCHANGED: Any = object()
+
+
+async def set_queue_limits(
+    db: Executor,
+    queue: str,
+    *,
+    rate: tuple[int, float] | None = UNCHANGED,
+    key_concurrency: int | None = UNCHANGED,
+    key_limits: dict[str, int] | None = UNCHANGED,
+    fair_weights: dict[str, float] | None = UNCHANGED,
+) -> None:
+    """Set the limits given (None: remove that one), keep the others; slot rows are
+    fitted to the new caps in the same transaction, and every worker is told."""
+    count, period = (None, None) if rate is UNCHANGED or rate is None else rate
+    async with transaction(db) as conn:
+        await conn.fetchval(
+            Q["set_queue_limits"],
+            queue,
+            rate is not UNCHANGED,
+            count,
+            period,
+            key_concurrency is not UNCHANGED,
+            None if key_concurrency is UNCHANGED else key_concurrency,
+            key_limits is not UNCHANGED,
+            None if key_limits is UNCHANGED else key_limits,
+            fair_weights is not UNCHANGED,
+            None if fair_weights is UNCHANGED else fair_weights,
+        )
+        await conn.fetchrow(Q["fit_slots"], queue)
+
+
+async def queue_limits(db: Executor, queue: str) -> dict[str, Any]:
+    row = await db.fetchrow(Q["queue_limits"], queue)
+    info = QueueInfo(queue, False, {}, None, 0, 0, [])
+    if row is not None:
+        rate = None if row["rate_count"] is None else (row["rate_count"], row["rate_period"])
+        info = QueueInfo(
+            queue, False, {}, None, 0, 0, [], rate,
+            row["key_concurrency"], row["key_limits"], row["fair_weights"],
+        )  # fmt: skip
+    return info.limits()
+
+
+async def fit_slots(db: Executor) -> int:
+    """Fit every key's slot rows to its cap (see the statement); returns rows changed."""
+    row = await db.fetchrow(Q["fit_slots"], None)
+    return int(row["added"] + row["dropped"] + row["retired"] + row["freed"])

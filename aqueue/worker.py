@@ -44,6 +44,11 @@ log = logging.getLogger("aqueue.worker")
 MAX_ERROR_CHARS = 8000
 # How long to wait before claiming again when due jobs are all locked by other workers.
 LOCKED_RETRY_SECONDS = 0.005
+# How long a flow-controlled queue's claim loop sleeps when due jobs could not be claimed
+# and its bucket is not the reason: every due job's key is at its cap (a freed slot
+# NOTIFYs, so this is the fallback) or another claim holds them. Each try scans the
+# blocked jobs, so not a spin.
+FLOW_RETRY_SECONDS = 0.1
 # How long a stopping claim loop may take to finish the statement it is in.
 CLAIM_STOP_SECONDS = 5.0
 # How long cancelled handlers get to unwind at shutdown before they are left behind.
@@ -123,8 +128,8 @@ class Worker:
         self._threads: ThreadPoolExecutor | None = None
         notifier.on(Topic.CANCEL, self._cancel_notified)
         notifier.on(Topic.QUEUE, self._queue_changed)
-        notifier.on_reconnect(self._forget_rates)
-        self._rate_known: dict[str, bool] = {}
+        notifier.on_reconnect(self._forget_flows)
+        self._flow_known: dict[str, bool] = {}
 
     @property
     def stop_seconds(self) -> float:
@@ -299,11 +304,11 @@ class Worker:
         settings = self.settings
         loop = asyncio.get_running_loop()
         outage = Outage(log, f"claiming from {queue!r}")
-        # the queue's rate limit (None: none; claimed with claim_rate_limited otherwise),
-        # looked up again whenever _rate_known says so: at start, when the notifier says
-        # the queue changed, after a reconnect
-        self._rate_known[queue] = False
-        rate: store.QueueRate | None = None
+        # the queue's flow control (None: none, the plain claim; else claim_flow), looked
+        # up again whenever _flow_known says so: at start, when the notifier says the
+        # queue changed, after a reconnect
+        self._flow_known[queue] = False
+        flow: store.QueueFlow | None = None
         while not self._stopping.is_set():
             free = concurrency - self._in_flight[queue]
             # Back-pressure: outcomes are written in batches, but never pile up unbounded,
@@ -316,11 +321,11 @@ class Worker:
             wake.clear()  # before the claim: a notification during it is not lost
             try:
                 conn = await own.get()
-                if not self._rate_known[queue]:
-                    rate = await store.queue_rate(conn, queue)
-                    self._rate_known[queue] = True
+                if not self._flow_known[queue]:
+                    flow = await store.queue_flow(conn, queue)
+                    self._flow_known[queue] = True
                 sent = loop.time()
-                claim = store.claim if rate is None else store.claim_rate_limited
+                claim = store.claim if flow is None else store.claim_flow
                 jobs = await claim(conn, queue, free, self.id, settings.lease_seconds)
                 for job in jobs:
                     self._start(job, sent)
@@ -329,14 +334,16 @@ class Worker:
                 if len(jobs) == free:
                     continue
                 due_in = await store.seconds_until_next_job(conn, queue)
-                if due_in is not None and due_in <= 0 and not jobs and rate is not None:
-                    # Due but nothing claimed from a rate-limited queue: its bucket is
-                    # spent (or another worker's claim holds the jobs). Sleep until it
-                    # allows one more job rather than spin. (A limit set or removed is
-                    # learnt from the notifier; the plain claim pays nothing here.)
-                    rate = await store.queue_rate(conn, queue)
-                    if rate is not None and rate.wait > 0:
-                        due_in = rate.wait
+                if due_in is not None and due_in <= 0 and not jobs and flow is not None:
+                    # Due but nothing claimed from a flow-controlled queue: its bucket is
+                    # spent, or every due job's key is at its cap (a slot freed wakes us:
+                    # the release NOTIFYs), or another worker's claim holds the jobs.
+                    # Sleep rather than spin: until the bucket allows one more job, else
+                    # a short while. (A change of limits is learnt from the notifier;
+                    # the plain claim pays nothing here.)
+                    flow = await store.queue_flow(conn, queue)
+                    if flow is not None:
+                        due_in = flow.wait if flow.wait > 0 else FLOW_RETRY_SECONDS
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -389,16 +396,16 @@ class Worker:
             self._let_go(attempt)
 
     def _queue_changed(self, queue: str) -> None:
-        """A queue was paused, resumed or given a rate limit: its claim loop looks again
-        (pause and limit are enforced by the claim statements, so a worker that has not
-        heard yet claims nothing it should not)."""
+        """A queue was paused, resumed, given limits or its first fair job: its claim loop
+        looks again (pause and limits are enforced by the claim statements, so a worker
+        that has not heard yet claims nothing it should not)."""
         if queue in self._slot_freed:
-            self._rate_known[queue] = False
+            self._flow_known[queue] = False
             self.notifier.subscribe(queue).set()
 
-    def _forget_rates(self) -> None:
-        for queue in self._rate_known:
-            self._rate_known[queue] = False
+    def _forget_flows(self) -> None:
+        for queue in self._flow_known:
+            self._flow_known[queue] = False
 
     def _holds(self, attempt: Attempt) -> bool:
         return self._held.get(attempt.job.id) is attempt

@@ -107,6 +107,78 @@ WITH batch AS (
 )
 SELECT id FROM inserted WHERE (SELECT count(*) FROM woken) > 0;
 
+-- name: insert_jobs_flow --
+-- insert_jobs for jobs that name a concurrency key or a fair key (single jobs too: the
+-- plain inserts stay as they were), idempotency keys as in insert_jobs_keyed. Returns
+-- the inserted rows whole.
+-- A fair key gives each job a tag (start-time fair queueing): the tenant's jobs are
+-- spaced 1/weight apart from where its clock stands, and a clock that fell behind the
+-- queue's virtual time (the smallest tag still due, or the largest clock when none is)
+-- is moved up to it first, so an idle tenant cannot bank credit and a flood of one
+-- tenant's jobs lies ahead of another's only by their share. The tenant rows are locked
+-- in (queue, key) order. The first fair job of a queue marks it fair and tells the
+-- workers, which then claim it with claim_flow.
+WITH batch AS (
+    SELECT u.*, row_number() OVER () AS ord
+    FROM jsonb_to_recordset($1::jsonb)
+         AS u(id uuid, type text, payload jsonb, queue text, priority int,
+              run_after timestamptz, max_attempts int, idempotency_key text,
+              timeout_seconds float8, concurrency_key text, fair_key text)
+), keyed AS (
+    INSERT INTO job_keys (idempotency_key, job_id)
+    SELECT idempotency_key, id FROM batch WHERE idempotency_key IS NOT NULL
+    ORDER BY idempotency_key
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+), accepted AS MATERIALIZED (
+    SELECT b.*, row_number() OVER (PARTITION BY b.queue, b.fair_key ORDER BY b.ord) AS nth
+    FROM batch b
+    WHERE b.idempotency_key IS NULL OR b.id IN (SELECT job_id FROM keyed)
+), tenants AS MATERIALIZED (
+    SELECT a.queue, a.fair_key, count(*) AS n,
+           1.0 / coalesce((SELECT (q.fair_weights ->> a.fair_key)::float8
+                           FROM queues q WHERE q.name = a.queue), 1.0) AS step
+    FROM accepted a WHERE a.fair_key IS NOT NULL
+    GROUP BY a.queue, a.fair_key
+), marked AS (
+    INSERT INTO queues (name, fair)
+    SELECT DISTINCT t.queue, true FROM tenants t
+    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = t.queue AND q.fair)
+    ON CONFLICT (name) DO UPDATE SET fair = true, changed_at = now()
+    RETURNING pg_notify('aqueue_queue', name)
+), clocks AS (
+    INSERT INTO fair_keys AS f (queue, key, base, vclock)
+    SELECT t.queue, t.fair_key, v.now, v.now + t.n * t.step
+    FROM tenants t CROSS JOIN LATERAL (
+        SELECT coalesce(
+            (SELECT j.vtag FROM jobs j
+             WHERE j.queue = t.queue AND j.status IN ('PENDING', 'RETRY')
+               AND j.waiting_for = 0 AND j.vtag IS NOT NULL AND j.run_after <= now()
+             ORDER BY j.effective_priority DESC, j.vtag LIMIT 1),
+            (SELECT max(k.vclock) FROM fair_keys k WHERE k.queue = t.queue),
+            0) AS now) v
+    ORDER BY t.queue, t.fair_key
+    ON CONFLICT (queue, key) DO UPDATE
+        SET base = greatest(f.vclock, excluded.base),
+            vclock = greatest(f.vclock, excluded.base) + (excluded.vclock - excluded.base)
+    RETURNING f.queue, f.key, f.base
+), inserted AS (
+    INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
+                      max_attempts, idempotency_key, timeout_seconds, concurrency_key,
+                      fair_key, vtag)
+    SELECT a.id, a.type, a.payload, a.queue, a.priority, a.priority,
+           coalesce(a.run_after, now()), a.max_attempts, a.idempotency_key,
+           a.timeout_seconds, a.concurrency_key, a.fair_key, c.base + a.nth * t.step
+    FROM accepted a
+    LEFT JOIN clocks c ON c.queue = a.queue AND c.key = a.fair_key
+    LEFT JOIN tenants t ON t.queue = a.queue AND t.fair_key = a.fair_key
+    RETURNING *
+), woken AS (
+    SELECT pg_notify('aqueue_jobs', queue) FROM (SELECT DISTINCT queue FROM inserted) q
+)
+SELECT inserted.* FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+  AND (SELECT count(*) FROM marked) >= 0;
+
 -- name: job_ids_by_keys --
 SELECT idempotency_key, job_id AS id FROM job_keys WHERE idempotency_key = ANY($1::text[]);
 
@@ -233,50 +305,132 @@ SELECT claimed.* FROM claimed,
 -- and crash-loop the database for ever; it reaches DEAD like any failing job.
 -- It reads jobs_claimable_idx alone: jobs still waiting for others (waiting_for > 0)
 -- are not in it, and a paused queue costs one primary-key probe of `queues` per claim
--- (an InitPlan, evaluated once per statement, not per row). A rate-limited queue is
--- claimed only by claim_rate_limited: a worker that has not heard of the limit yet
--- claims nothing here rather than past it.
+-- (an InitPlan, evaluated once per statement, not per row). A queue with a rate limit,
+-- key caps or fair keys is claimed only by claim_flow: a worker that has not heard of
+-- them yet claims nothing here rather than past them.
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0 AND queue = $1
       AND run_after <= now()
       AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1
-                      AND (paused OR rate_count IS NOT NULL))
+                      AND (paused OR rate_count IS NOT NULL OR fair
+                           OR key_concurrency IS NOT NULL OR key_limits IS NOT NULL))
     ORDER BY effective_priority DESC, run_after
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), {{claim_lease}}
 {{claim_result}};
 
--- name: claim_rate_limited --
--- claim for a queue with a rate limit (the store picks this variant only for those, so
--- the plain claim never looks at a bucket): the queue's row is locked (a blocking lock:
--- one short row, and waiting is cheaper than skipping and claiming nothing), GCRA allows
--- `burst - ceil((tat - now) / interval)` jobs, the pick takes at most that many, and the
--- bucket is charged for the jobs actually claimed, in the same statement. A paused queue
--- (or one whose limit was just removed) allows none here.
-WITH bucket AS MATERIALIZED (
+-- name: claim_flow --
+-- claim for a queue with flow control: a rate limit, per-key concurrency caps, fair keys,
+-- in any combination (the worker picks this variant only for such queues, so the plain
+-- claim never looks at any of it). One statement, locks always taken in one order: the
+-- queue's bucket row (the only lock that waits: one short row, and waiting is cheaper
+-- than skipping and claiming nothing), then jobs and slot rows, both SKIP LOCKED.
+-- Rate (GCRA): `burst - ceil((tat - now) / interval)` jobs may start; the bucket is
+-- charged for the jobs actually claimed. A paused queue allows none.
+-- Fair share: tagged jobs (a fair key) are taken in tag order within a priority, from
+-- jobs_fair_idx; untagged jobs of the queue fill what is left of the batch.
+-- Key caps: a job of a capped key is a candidate only while its key has a free slot row
+-- (or none yet); the k-th candidate of a key in the batch needs the k-th free slot this
+-- claim could lock, so a batch never takes more than the free slots (graphile-worker
+-- #621), and a slot taken concurrently is skipped, never shared. The first claim that
+-- meets a capped key makes its slot rows (its jobs start at the next claim, which the
+-- NOTIFY triggers). A claim that takes a slot commits durably: a slot forgotten by a
+-- crash would let its job run uncounted.
+WITH conf AS MATERIALIZED (
+    SELECT paused, rate_count, key_concurrency, key_limits FROM queues WHERE name = $1
+), bucket AS MATERIALIZED (
     SELECT rate_period / rate_count AS step, rate_count AS burst,
            greatest(coalesce(rate_tat, now()), now()) AS t0
     FROM queues WHERE name = $1 AND rate_count IS NOT NULL AND NOT paused
     FOR UPDATE
 ), allowed AS MATERIALIZED (
-    SELECT greatest(0, least($2, burst - ceil(
-               round((extract(epoch FROM t0 - now()) / step)::numeric, 6))::int)) AS n
-    FROM bucket
-), picked AS (
-    SELECT id FROM jobs
-    WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0 AND queue = $1
-      AND run_after <= now()
-    ORDER BY effective_priority DESC, run_after
+    SELECT CASE WHEN c.paused THEN 0
+                WHEN c.rate_count IS NULL THEN $2
+                ELSE coalesce((
+                    SELECT greatest(0, least($2, b.burst - ceil(
+                        round((extract(epoch FROM b.t0 - now()) / b.step)::numeric, 6))::int))
+                    FROM bucket b), 0)
+           END AS n
+    FROM conf c
+), tagged AS (
+    SELECT j.id, j.concurrency_key AS ckey, j.effective_priority AS prio, j.vtag,
+           j.run_after
+    FROM jobs j
+    WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue = $1
+      AND j.vtag IS NOT NULL AND j.run_after <= now()
+      AND {{slot_may_be_free}}
+    ORDER BY j.effective_priority DESC, j.vtag
     LIMIT coalesce((SELECT n FROM allowed), 0)
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
+), untagged AS (
+    SELECT j.id, j.concurrency_key AS ckey, j.effective_priority AS prio, j.vtag,
+           j.run_after
+    FROM jobs j
+    WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue = $1
+      AND j.vtag IS NULL AND j.run_after <= now()
+      AND {{slot_may_be_free}}
+    ORDER BY j.effective_priority DESC, j.run_after
+    LIMIT coalesce((SELECT n FROM allowed), 0) - (SELECT count(*) FROM tagged)
+    FOR UPDATE OF j SKIP LOCKED
+), cand AS MATERIALIZED (
+    SELECT u.*, coalesce(((SELECT key_limits FROM conf) ->> u.ckey)::int,
+                         (SELECT key_concurrency FROM conf)) AS cap,
+           row_number() OVER (PARTITION BY u.ckey
+                              ORDER BY u.prio DESC, u.vtag, u.run_after) AS rn
+    FROM (SELECT * FROM tagged UNION ALL SELECT * FROM untagged) u
+), need AS MATERIALIZED (
+    SELECT ckey, count(*) AS n, max(cap) AS cap FROM cand
+    WHERE ckey IS NOT NULL AND cap IS NOT NULL
+    GROUP BY ckey
+), slots AS MATERIALIZED (
+    SELECT s.key, s.slot, row_number() OVER (PARTITION BY s.key ORDER BY s.slot) AS rn
+    FROM need CROSS JOIN LATERAL (
+        SELECT key, slot FROM concurrency_slots
+        WHERE queue = $1 AND key = need.ckey AND job_id IS NULL
+        ORDER BY slot LIMIT need.n
+        FOR UPDATE SKIP LOCKED) s
+), made AS (
+    INSERT INTO concurrency_slots (queue, key, slot)
+    SELECT $1, need.ckey, g FROM need, generate_series(0, need.cap - 1) AS g
+    WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots s
+                      WHERE s.queue = $1 AND s.key = need.ckey)
+    ORDER BY need.ckey, g
+    ON CONFLICT DO NOTHING
+    -- (once per row, sent once: the same notification twice in a transaction is one)
+    RETURNING pg_notify('aqueue_jobs', $1)
+), pick AS MATERIALIZED (
+    SELECT c.id, c.ckey, sl.slot FROM cand c
+    LEFT JOIN slots sl ON sl.key = c.ckey AND sl.rn = c.rn
+    WHERE c.ckey IS NULL OR c.cap IS NULL OR sl.slot IS NOT NULL
+), held AS (
+    UPDATE concurrency_slots s SET job_id = p.id, taken_at = now()
+    FROM pick p
+    WHERE s.queue = $1 AND s.key = ANY(ARRAY(SELECT ckey FROM pick WHERE slot IS NOT NULL))
+      AND s.key = p.ckey AND s.slot = p.slot
+), picked AS (
+    SELECT id FROM pick
 ), {{claim_lease}}, spent AS (
     UPDATE queues q SET rate_tat = b.t0 + make_interval(secs => b.step * (
         SELECT count(*) FROM claimed))
     FROM bucket b WHERE q.name = $1 AND EXISTS (SELECT 1 FROM claimed)
 )
-{{claim_result}};
+SELECT claimed.* FROM claimed,
+    (SELECT set_config('synchronous_commit',
+                       CASE WHEN EXISTS (SELECT 1 FROM claimed WHERE attempts > 1)
+                              OR EXISTS (SELECT 1 FROM pick WHERE slot IS NOT NULL)
+                            THEN 'on' ELSE 'off' END,
+                       true)) AS durability;
+
+-- name: slot_may_be_free --
+-- A fragment of claim_flow: job j may start as far as its key's cap goes: it has no
+-- concurrency key, or its key has no cap here, or a free slot row, or no rows yet.
+(j.concurrency_key IS NULL
+ OR coalesce(((SELECT key_limits FROM conf) ->> j.concurrency_key)::int,
+             (SELECT key_concurrency FROM conf)) IS NULL
+ OR (SELECT bool_or(s.job_id IS NULL) FROM concurrency_slots s
+     WHERE s.queue = $1 AND s.key = j.concurrency_key) IS NOT FALSE)
 
 -- name: seconds_until_next_job --
 -- How long a worker of queue $1 may sleep before a delayed or retrying job comes due: the
@@ -363,13 +517,15 @@ WITH outcome AS (
                               idempotency_key, created_at, updated_at, lease_token,
                               lease_expires_at, result, started_at, finished_at, releases,
                               effective_priority, timeout_seconds, waiting_for,
-                              has_dependents, notify_finish)
+                              has_dependents, notify_finish, concurrency_key, fair_key,
+                              vtag)
     SELECT id, type, payload, o_status, queue, priority, attempts,
            max_attempts, run_after, NULL, NULL, coalesce(o_error, last_error),
            idempotency_key, created_at, now(), NULL,
            NULL, o_result, started_at, now(), releases,
            effective_priority, timeout_seconds, waiting_for,
-           has_dependents, notify_finish
+           has_dependents, notify_finish, concurrency_key, fair_key,
+           vtag
     FROM moved
 ), finished AS (
     SELECT id, token, status, attempts, started_at, error, queue FROM retried
@@ -541,15 +697,15 @@ INSERT INTO jobs (id, type, payload, status, queue, priority, attempts,
                       idempotency_key, created_at, updated_at, lease_token,
                       lease_expires_at, result, started_at, finished_at, releases,
                       effective_priority, timeout_seconds, waiting_for, has_dependents,
-                      notify_finish)
+                      notify_finish, concurrency_key, fair_key, vtag)
     SELECT id, type, payload, 'PENDING', queue, priority, 0,
            max_attempts, now(), NULL, NULL, NULL,
            idempotency_key, created_at, now(), NULL,
            NULL, NULL, NULL, NULL, 0,
            -- it runs now without waiting for its parents again; jobs waiting on it
-           -- (not cancelled meanwhile) still do
+           -- (not cancelled meanwhile) still do; it keeps its place in the fair order
            priority, timeout_seconds, 0, has_dependents,
-           false
+           false, concurrency_key, fair_key, vtag
     FROM revived
 
 -- name: retry_job --
@@ -913,6 +1069,7 @@ WITH depth AS (
 )
 SELECT n.queue AS name,
        coalesce(q.paused, false) AS paused, q.rate_count, q.rate_period,
+       q.key_concurrency, q.key_limits, q.fair_weights, coalesce(q.fair, false) AS fair,
        coalesce(d.pending, 0) AS pending, coalesce(d.scheduled, 0) AS scheduled,
        coalesce(d.waiting, 0) AS waiting, coalesce(d.retry, 0) AS retry,
        coalesce(d.running, 0) AS running, coalesce(f.dead, 0) AS dead,
@@ -1053,19 +1210,80 @@ FROM api_rate_limits WHERE client = $1;
 DELETE FROM api_rate_limits WHERE tat < now() - interval '1 minute';
 
 
--- name: set_queue_rate --
--- A queue's rate limit ($2 jobs per $3 seconds; nulls: none), told to every worker.
-WITH changed AS (
-    INSERT INTO queues (name, rate_count, rate_period, changed_at) VALUES ($1, $2, $3, now())
-    ON CONFLICT (name) DO UPDATE SET rate_count = excluded.rate_count,
-        rate_period = excluded.rate_period, changed_at = now()
-    RETURNING name
-)
-SELECT name, pg_notify('aqueue_queue', name)::text AS told FROM changed;
+-- name: set_queue_limits --
+-- A queue's limits: those flagged ($2 rate as $3 jobs per $4 seconds, $5 key_concurrency
+-- $6, $7 key_limits $8, $9 fair_weights $10) are set (null: none), the others kept. The
+-- queue's row stays locked to the end of the caller's transaction, which then fits the
+-- slot rows to the new caps (fit_slots) and tells every worker.
+INSERT INTO queues AS q (name, rate_count, rate_period, key_concurrency, key_limits,
+                         fair_weights, changed_at)
+VALUES ($1, $3, $4, $6, $8, $10, now())
+ON CONFLICT (name) DO UPDATE SET
+    rate_count = CASE WHEN $2 THEN excluded.rate_count ELSE q.rate_count END,
+    rate_period = CASE WHEN $2 THEN excluded.rate_period ELSE q.rate_period END,
+    key_concurrency = CASE WHEN $5 THEN excluded.key_concurrency ELSE q.key_concurrency END,
+    key_limits = CASE WHEN $7 THEN excluded.key_limits ELSE q.key_limits END,
+    fair_weights = CASE WHEN $9 THEN excluded.fair_weights ELSE q.fair_weights END,
+    changed_at = now()
+RETURNING pg_notify('aqueue_queue', name)::text;
 
--- name: queue_rate --
--- The queue's limit, and seconds until its bucket allows one more job (0: now).
+-- name: fit_slots --
+-- The slot rows of every key met so far (of queue $1; null: all queues) fitted to its
+-- cap now: rows added up to it, free rows above it (or of a key no longer capped)
+-- deleted, held ones above it retired (deleted when their job lets go), retired ones
+-- back under a raised cap kept again. Run after a change of limits and by every reaper
+-- round, which also mends a key whose rows a claim made from a cap just changed.
+-- A slot held by a job that is not running (a defence: the trigger frees every slot its
+-- job lets go of) is freed once it was taken long enough ago that no claim still in
+-- flight can have taken it.
+-- Keys already fitted are left out in the first step, so a round touches nothing else.
+WITH caps AS MATERIALIZED (
+    SELECT k.queue, k.key, k.cap FROM (
+        SELECT s.queue, s.key, count(*) AS n, max(s.slot) AS top,
+               bool_or(s.retired) AS some_retired,
+               coalesce((q.key_limits ->> s.key)::int, q.key_concurrency) AS cap
+        FROM concurrency_slots s LEFT JOIN queues q ON q.name = s.queue
+        WHERE $1::text IS NULL OR s.queue = $1
+        GROUP BY s.queue, s.key, q.key_limits, q.key_concurrency) k
+    WHERE k.cap IS NULL OR k.n <> k.cap OR k.top <> k.cap - 1 OR k.some_retired
+), added AS (
+    INSERT INTO concurrency_slots (queue, key, slot)
+    SELECT c.queue, c.key, g FROM caps c, generate_series(0, c.cap - 1) AS g
+    WHERE c.cap IS NOT NULL
+    ORDER BY c.queue, c.key, g
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), dropped AS (
+    DELETE FROM concurrency_slots s USING caps c
+    WHERE s.queue = c.queue AND s.key = c.key AND s.job_id IS NULL
+      AND (c.cap IS NULL OR s.slot >= c.cap)
+    RETURNING 1
+), retired AS (
+    UPDATE concurrency_slots s SET retired = (c.cap IS NULL OR s.slot >= c.cap)
+    FROM caps c
+    WHERE s.queue = c.queue AND s.key = c.key AND s.job_id IS NOT NULL
+      AND s.retired <> (c.cap IS NULL OR s.slot >= c.cap)
+    RETURNING 1
+), orphaned AS (
+    UPDATE concurrency_slots s SET job_id = NULL, taken_at = NULL
+    WHERE s.job_id IS NOT NULL AND s.taken_at < now() - interval '5 minutes'
+      AND ($1::text IS NULL OR s.queue = $1)
+      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id AND j.status = 'RUNNING')
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM dropped) AS dropped,
+       (SELECT count(*) FROM retired) AS retired, (SELECT count(*) FROM orphaned) AS freed;
+
+-- name: queue_limits --
+SELECT rate_count, rate_period, key_concurrency, key_limits, fair_weights
+FROM queues WHERE name = $1;
+
+-- name: queue_flow --
+-- Whether queue $1 is claimed by claim_flow (no row: by the plain claim), with its rate
+-- limit and the seconds until its bucket allows one more job (0: now).
 SELECT rate_count, rate_period,
        greatest(0, extract(epoch FROM coalesce(rate_tat, now()) - now())
                    - (rate_count - 1) * rate_period / rate_count)::float8 AS wait
-FROM queues WHERE name = $1 AND rate_count IS NOT NULL;
+FROM queues
+WHERE name = $1 AND (rate_count IS NOT NULL OR fair OR key_concurrency IS NOT NULL
+                     OR key_limits IS NOT NULL);

@@ -53,32 +53,30 @@ async def retry_dead(request: Request) -> JSONResponse:
     return JSONResponse({"name": queue, "type": type_, "retried": count})
 
 
-# what PUT /queues/{name}/limits accepts now; the other limits of the design (per-key
-# concurrency caps, fair shares) are refused by name until they exist
-LIMIT_FIELDS = frozenset({"rate_limit"})
-NOT_YET = frozenset({"key_concurrency", "key_limits", "fair_weights"})
+LIMIT_FIELDS = ("rate_limit", "key_concurrency", "key_limits", "fair_weights")
 
 
 async def put_limits(request: Request) -> JSONResponse:
-    """`{"rate_limit": "20/s"}` (or `N/min`, `N/h`; null removes it)."""
+    """`{"rate_limit": "20/s", "key_concurrency": 2, "key_limits": {"customer:vip": 5},
+    "fair_weights": {"A": 3, "B": 1}}`: the fields given are set (null removes one), the
+    others kept. Answers with the queue's limits as they now stand."""
     queue = _queue(request)
-    data = await read_json(request, 65_536)
+    data = await read_json(request, 1_048_576)
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object")
-    later = sorted(set(data) & NOT_YET)
-    if later:
-        raise ApiError(422, f"not supported in this version yet: {', '.join(later)}")
-    unknown = sorted(set(data) - LIMIT_FIELDS)
+    unknown = sorted(set(data) - set(LIMIT_FIELDS))
     if unknown:
-        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}; allowed: rate_limit")
-    rate = data.get("rate_limit")
-    if rate is not None and not isinstance(rate, str):
-        raise ApiError(422, "'rate_limit' must be a string such as \"20/s\", or null")
+        raise ApiError(
+            422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(LIMIT_FIELDS)}"
+        )
+    if not data:
+        raise ApiError(422, f"name at least one of: {', '.join(LIMIT_FIELDS)}")
+    pool = request.app.state.pool
     try:
-        await control.set_rate_limit(request.app.state.pool, queue, rate)
+        await control.set_limits(pool, queue, **data)
     except ValidationError as exc:
         raise ApiError(422, str(exc)) from None
-    return JSONResponse({"name": queue, "limits": {"rate_limit": rate}})
+    return JSONResponse({"name": queue, "limits": await control.limits(pool, queue)})
 
 
 routes = [

@@ -19,5 +19,5 @@ SELECT * FROM x;
 
 def test_both_claims_share_one_lease_and_no_statement_keeps_a_placeholder():
     lease = load_queries(f"-- name: a --\n{Q['claim_lease']}\n-- name: b --\n{{{{a}}}}")["b"]
-    assert lease in Q["claim"] and lease in Q["claim_rate_limited"]
+    assert lease in Q["claim"] and lease in Q["claim_flow"]
     assert not any("{{" in statement for statement in Q.values())
