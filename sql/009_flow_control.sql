@@ -40,8 +40,9 @@ ALTER TABLE queues ADD CONSTRAINT queues_key_concurrency_valid
 -- null. The claim takes free rows FOR UPDATE SKIP LOCKED and writes its job's id into
 -- them, so two claimers never take one slot and a count is never trusted (a count read in
 -- the claim cannot see concurrent claims: see the flow-control research). Rows are made
--- by the claim that first meets a key. A held row above a lowered cap is `retired`: it is
--- deleted when its job lets go, not freed.
+-- by the claim that first meets a key. A key holds `cap` rows that are not `retired`;
+-- when a cap is lowered below the jobs running, the excess held rows are retired: they
+-- go away as jobs end (fit_slots in queries.sql).
 CREATE TABLE IF NOT EXISTS concurrency_slots (
     queue    text    NOT NULL,
     key      text    NOT NULL,
@@ -49,25 +50,51 @@ CREATE TABLE IF NOT EXISTS concurrency_slots (
     job_id   uuid,
     taken_at timestamptz,
     retired  boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (queue, key, slot)
+    PRIMARY KEY (queue, key, slot),
+    CONSTRAINT concurrency_slots_retired_held CHECK (NOT retired OR job_id IS NOT NULL)
 ) WITH (fillfactor = 70);
 CREATE INDEX IF NOT EXISTS concurrency_slots_job_idx
     ON concurrency_slots (job_id) WHERE job_id IS NOT NULL;
 
 -- A running job of a key lets go of its slot whenever it stops running, whichever
 -- statement ends the attempt (completion, retry, reaper, shutdown release, cancel), once:
--- only the row holding this job's id is freed, so a worker that lost its lease and
+-- only the row holding this job's id is touched, so a worker that lost its lease and
 -- finishes late frees nothing (its outcome is refused, its row never leaves RUNNING by
--- its hand). Workers of the queue are woken: a job of that key may start now. The WHEN
--- clauses are checked in the executor: jobs without a concurrency key never call it.
+-- its hand). The WHEN clauses are checked in the executor: jobs without a concurrency
+-- key never call it.
+-- While the key runs more jobs than its (lowered) cap, a slot is not freed: a retired
+-- row goes away, or a kept row goes away and a retired one (still running) takes its
+-- place, so no job starts until the key is under its cap. A retired row that another
+-- release is taking over is skipped, not waited for: that release removes a row too.
+-- When a slot is freed, the queue's workers are woken: a job of that key may start.
 CREATE OR REPLACE FUNCTION aqueue_free_slot() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    mine concurrency_slots;
 BEGIN
-    DELETE FROM concurrency_slots WHERE job_id = OLD.id AND retired;
-    UPDATE concurrency_slots SET job_id = NULL, taken_at = NULL WHERE job_id = OLD.id;
-    IF FOUND THEN
-        PERFORM pg_notify('aqueue_jobs', OLD.queue);
+    SELECT * INTO mine FROM concurrency_slots WHERE job_id = OLD.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
     END IF;
+    IF mine.retired THEN
+        DELETE FROM concurrency_slots
+        WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
+        RETURN NULL;
+    END IF;
+    UPDATE concurrency_slots SET retired = false
+    WHERE (queue, key, slot) = (
+        SELECT queue, key, slot FROM concurrency_slots
+        WHERE queue = mine.queue AND key = mine.key AND retired
+        ORDER BY slot LIMIT 1
+        FOR UPDATE SKIP LOCKED);
+    IF FOUND THEN
+        DELETE FROM concurrency_slots
+        WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
+        RETURN NULL;
+    END IF;
+    UPDATE concurrency_slots SET job_id = NULL, taken_at = NULL
+    WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
+    PERFORM pg_notify('aqueue_jobs', OLD.queue);
     RETURN NULL;
 END
 $$;

@@ -1229,50 +1229,69 @@ RETURNING pg_notify('aqueue_queue', name)::text;
 
 -- name: fit_slots --
 -- The slot rows of every key met so far (of queue $1; null: all queues) fitted to its
--- cap now: rows added up to it, free rows above it (or of a key no longer capped)
--- deleted, held ones above it retired (deleted when their job lets go), retired ones
--- back under a raised cap kept again. Run after a change of limits and by every reaper
--- round, which also mends a key whose rows a claim made from a cap just changed.
+-- cap now, by count (slot numbers are only names): a key keeps `cap` rows that are not
+-- retired. Over the cap, free rows are deleted first and held ones retired (each goes
+-- away when its job ends: see aqueue_free_slot); under it, retired rows are kept again
+-- first, then rows added. A key no longer capped loses its free rows and retires the
+-- held ones. Run after a change of limits and by every reaper round, which also mends a
+-- key whose rows a claim made from a cap just changed, or a free row a claim took
+-- while a lower cap was being applied.
 -- A slot held by a job that is not running (a defence: the trigger frees every slot its
--- job lets go of) is freed once it was taken long enough ago that no claim still in
+-- job lets go of) is let go once it was taken long enough ago that no claim still in
 -- flight can have taken it.
--- Keys already fitted are left out in the first step, so a round touches nothing else.
-WITH caps AS MATERIALIZED (
-    SELECT k.queue, k.key, k.cap FROM (
-        SELECT s.queue, s.key, count(*) AS n, max(s.slot) AS top,
-               bool_or(s.retired) AS some_retired,
-               coalesce((q.key_limits ->> s.key)::int, q.key_concurrency) AS cap
-        FROM concurrency_slots s LEFT JOIN queues q ON q.name = s.queue
-        WHERE $1::text IS NULL OR s.queue = $1
-        GROUP BY s.queue, s.key, q.key_limits, q.key_concurrency) k
-    WHERE k.cap IS NULL OR k.n <> k.cap OR k.top <> k.cap - 1 OR k.some_retired
+WITH keys AS MATERIALIZED (
+    SELECT s.queue, s.key, coalesce((q.key_limits ->> s.key)::int, q.key_concurrency) AS cap,
+           count(*) FILTER (WHERE NOT s.retired) AS live,
+           count(*) FILTER (WHERE s.retired) AS retired, max(s.slot) AS top
+    FROM concurrency_slots s LEFT JOIN queues q ON q.name = s.queue
+    WHERE $1::text IS NULL OR s.queue = $1
+    GROUP BY s.queue, s.key, q.key_limits, q.key_concurrency
+), off AS MATERIALIZED (
+    SELECT * FROM keys WHERE cap IS NULL OR live <> cap
+), ranked AS MATERIALIZED (
+    -- within a key, kept rows free ones first, retired rows by slot
+    SELECT s.queue, s.key, s.slot, s.retired, o.cap, o.live,
+           row_number() OVER (PARTITION BY s.queue, s.key, s.retired
+                              ORDER BY s.job_id IS NULL DESC, s.slot) AS rn
+    FROM concurrency_slots s JOIN off o ON o.queue = s.queue AND o.key = s.key
+), dropped AS (
+    DELETE FROM concurrency_slots s USING ranked r
+    WHERE s.queue = r.queue AND s.key = r.key AND s.slot = r.slot AND s.job_id IS NULL
+      AND NOT r.retired AND (r.cap IS NULL OR r.rn <= r.live - r.cap)
+    RETURNING 1
+), flipped AS (
+    UPDATE concurrency_slots s SET retired = NOT r.retired
+    FROM ranked r
+    WHERE s.queue = r.queue AND s.key = r.key AND s.slot = r.slot AND s.job_id IS NOT NULL
+      AND s.retired = r.retired
+      AND CASE WHEN r.retired THEN r.cap IS NOT NULL AND r.rn <= r.cap - r.live
+               ELSE r.cap IS NULL OR r.rn <= r.live - r.cap END
+    RETURNING 1
 ), added AS (
     INSERT INTO concurrency_slots (queue, key, slot)
-    SELECT c.queue, c.key, g FROM caps c, generate_series(0, c.cap - 1) AS g
-    WHERE c.cap IS NOT NULL
-    ORDER BY c.queue, c.key, g
+    SELECT o.queue, o.key, o.top + g
+    FROM off o, generate_series(1, o.cap - o.live - o.retired) AS g
+    WHERE o.cap IS NOT NULL
+    ORDER BY o.queue, o.key, g
     ON CONFLICT DO NOTHING
     RETURNING 1
-), dropped AS (
-    DELETE FROM concurrency_slots s USING caps c
-    WHERE s.queue = c.queue AND s.key = c.key AND s.job_id IS NULL
-      AND (c.cap IS NULL OR s.slot >= c.cap)
-    RETURNING 1
-), retired AS (
-    UPDATE concurrency_slots s SET retired = (c.cap IS NULL OR s.slot >= c.cap)
-    FROM caps c
-    WHERE s.queue = c.queue AND s.key = c.key AND s.job_id IS NOT NULL
-      AND s.retired <> (c.cap IS NULL OR s.slot >= c.cap)
-    RETURNING 1
-), orphaned AS (
-    UPDATE concurrency_slots s SET job_id = NULL, taken_at = NULL
+), orphans AS MATERIALIZED (
+    SELECT s.queue, s.key, s.slot, s.retired FROM concurrency_slots s
     WHERE s.job_id IS NOT NULL AND s.taken_at < now() - interval '5 minutes'
       AND ($1::text IS NULL OR s.queue = $1)
       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id AND j.status = 'RUNNING')
+), orphans_freed AS (
+    UPDATE concurrency_slots s SET job_id = NULL, taken_at = NULL FROM orphans o
+    WHERE (s.queue, s.key, s.slot) = (o.queue, o.key, o.slot) AND NOT o.retired
+    RETURNING 1
+), orphans_dropped AS (
+    DELETE FROM concurrency_slots s USING orphans o
+    WHERE (s.queue, s.key, s.slot) = (o.queue, o.key, o.slot) AND o.retired
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM dropped) AS dropped,
-       (SELECT count(*) FROM retired) AS retired, (SELECT count(*) FROM orphaned) AS freed;
+       (SELECT count(*) FROM flipped) AS retired,
+       (SELECT count(*) FROM orphans_freed) + (SELECT count(*) FROM orphans_dropped) AS freed;
 
 -- name: queue_limits --
 SELECT rate_count, rate_period, key_concurrency, key_limits, fair_weights

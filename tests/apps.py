@@ -54,3 +54,19 @@ async def fail_once(payload: Any, ctx: JobContext) -> str:
     if first:
         raise RuntimeError("fails the first time")
     return "second time lucky"
+
+
+@registry.task("test.span")
+async def span(payload: Any, ctx: JobContext) -> None:
+    """Record when this attempt ran, on the database's clock, in `spans` (the key caps'
+    fleet test computes from them how many jobs of a key ran at once)."""
+    await ctx.pool.execute(
+        "INSERT INTO spans (job_id, key, started) VALUES ($1, $2, clock_timestamp())",
+        ctx.job_id,
+        payload["key"],
+    )
+    await asyncio.sleep(payload["seconds"])
+    await ctx.pool.execute(
+        "UPDATE spans SET ended = clock_timestamp() WHERE job_id = $1 AND ended IS NULL",
+        ctx.job_id,
+    )
