@@ -7,7 +7,7 @@ import contextlib
 import operator
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -1008,14 +1008,28 @@ async def claim_flow(
     return [ClaimedJob(*r) for r in rows]
 
 
+async def claim_fair(
+    db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
+) -> list[ClaimedJob]:
+    """claim_flow for a queue without key caps: its rate limit and fair order only."""
+    rows = await db.fetch(Q["claim_fair"], queue, limit, worker_id, lease_seconds)
+    return [ClaimedJob(*r) for r in rows]
+
+
 @dataclass(frozen=True)
 class QueueFlow:
-    """A queue claimed with claim_flow; its rate limit (count per period), if any."""
+    """A queue claimed with claim_flow (capped) or claim_fair; its rate limit (count per
+    period), if any."""
 
     count: int | None
     period: float | None
     # seconds until the bucket allows one more job (0 without a rate limit)
     wait: float
+    capped: bool = True
+
+    @property
+    def claim(self) -> Callable[..., Awaitable[list[ClaimedJob]]]:
+        return claim_flow if self.capped else claim_fair
 
 
 async def queue_flow(db: Executor, queue: str) -> QueueFlow | None:
@@ -1023,7 +1037,7 @@ async def queue_flow(db: Executor, queue: str) -> QueueFlow | None:
     row = await db.fetchrow(Q["queue_flow"], queue)
     if row is None:
         return None
-    return QueueFlow(row["rate_count"], row["rate_period"], row["wait"] or 0.0)
+    return QueueFlow(row["rate_count"], row["rate_period"], row["wait"] or 0.0, row["capped"])
 
 
 UNCHANGED: Any = object()

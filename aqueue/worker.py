@@ -304,7 +304,8 @@ class Worker:
         settings = self.settings
         loop = asyncio.get_running_loop()
         outage = Outage(log, f"claiming from {queue!r}")
-        # the queue's flow control (None: none, the plain claim; else claim_flow), looked
+        # the queue's flow control (None: none, the plain claim; else claim_flow or
+        # claim_fair), looked
         # up again whenever _flow_known says so: at start, when the notifier says the
         # queue changed, after a reconnect
         self._flow_known[queue] = False
@@ -325,7 +326,7 @@ class Worker:
                     flow = await store.queue_flow(conn, queue)
                     self._flow_known[queue] = True
                 sent = loop.time()
-                claim = store.claim if flow is None else store.claim_flow
+                claim = store.claim if flow is None else flow.claim
                 jobs = await claim(conn, queue, free, self.id, settings.lease_seconds)
                 for job in jobs:
                     self._start(job, sent)

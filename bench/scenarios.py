@@ -130,6 +130,20 @@ SCENARIOS: dict[str, Scenario] = {
             ("aqueue",), concurrency=50, tuned=False,
         ),
         Scenario(
+            "drain_fair",
+            "drain_c50 with every job under one of 100 fair keys (claim_flow, fair order)",
+            (Metric("jobs_per_s", "jobs/s", True),
+             Metric("vs_drain_c50", "x drain_c50 (plain)", True)),
+            ("aqueue",), concurrency=50, tuned=False,
+        ),
+        Scenario(
+            "drain_capped",
+            "drain_c50 with every job under one of 100 concurrency keys, cap 10 per key",
+            (Metric("jobs_per_s", "jobs/s", True),
+             Metric("vs_drain_c50", "x drain_c50 (plain)", True)),
+            ("aqueue",), concurrency=50, tuned=False,
+        ),
+        Scenario(
             "steady_bloat",
             "hot table under 10 min of steady load at half the drain_c50 rate (c50)",
             (Metric("hot_dead_max", "dead tuples", False),
@@ -390,6 +404,8 @@ class Runner:
                     "http_enqueue": self._http_enqueue,
                     "memory": self._memory,
                     "drain_history": self._drain_history,
+                    "drain_fair": self._drain_flow,
+                    "drain_capped": self._drain_flow,
                     "steady_bloat": self._steady_bloat,
                 }[scenario.name]
                 await handler(scenario, system, url, result)
@@ -744,6 +760,42 @@ class Runner:
             history_load_s=round(load_s, 1),
             drain_c50_this_run=empty,
         )
+
+    async def _drain_flow(
+        self, scenario: Scenario, system: System, url: str, result: Result
+    ) -> None:
+        """drain_c50 of jobs that use flow control, so claimed by claim_flow: 100 fair
+        keys (the tags a round-robin enqueue gives) or 100 concurrency keys capped at 10
+        (the cap never binds at concurrency 50: this is the claim's cost, not a limit)."""
+        n = self.sizes.drain
+        await self._prefill(system, url, n)
+        conn = await asyncpg.connect(url)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('concurrency_slots') IS NOT NULL"):
+                result.details["skipped"] = "this revision has no flow control"
+                return
+            column = "fair_key" if scenario.name == "drain_fair" else "concurrency_key"
+            await conn.execute(
+                f"""WITH r AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM jobs)
+                    UPDATE jobs j SET {column} = 'k' || (r.n % 100),
+                        vtag = CASE WHEN '{column}' = 'fair_key' THEN r.n / 100 + 1 END
+                    FROM r WHERE j.id = r.id"""
+            )
+            await conn.execute(
+                """INSERT INTO queues (name, fair, key_concurrency)
+                   SELECT DISTINCT queue, $1::boolean, $2::integer FROM jobs
+                   ON CONFLICT (name) DO UPDATE
+                   SET fair = excluded.fair, key_concurrency = excluded.key_concurrency""",
+                column == "fair_key",
+                10 if column == "concurrency_key" else None,
+            )
+            await conn.execute("VACUUM ANALYZE jobs")
+        finally:
+            await conn.close()
+        rate = await self._drain_run(system, url, n, scenario, result)
+        plain = self.drain_rates.get(system.label)
+        result.metrics["vs_drain_c50"] = rate / plain if rate and plain else None
+        result.details["drain_c50_this_run"] = plain
 
     async def _steady_bloat(
         self, scenario: Scenario, system: System, url: str, result: Result

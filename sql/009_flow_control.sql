@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS concurrency_slots (
     PRIMARY KEY (queue, key, slot),
     CONSTRAINT concurrency_slots_retired_held CHECK (NOT retired OR job_id IS NOT NULL)
 ) WITH (fillfactor = 70);
-CREATE INDEX IF NOT EXISTS concurrency_slots_job_idx
-    ON concurrency_slots (job_id) WHERE job_id IS NOT NULL;
+-- No index on job_id: a release finds its row among its key's (a few) rows by the
+-- primary key's prefix, and taking or freeing a slot stays a HOT update.
 
 -- A running job of a key lets go of its slot whenever it stops running, whichever
 -- statement ends the attempt (completion, retry, reaper, shutdown release, cancel), once:
@@ -72,29 +72,40 @@ LANGUAGE plpgsql AS $$
 DECLARE
     mine concurrency_slots;
 BEGIN
-    SELECT * INTO mine FROM concurrency_slots WHERE job_id = OLD.id FOR UPDATE;
+    -- the usual case, one statement: the key is within its cap, the slot is freed
+    UPDATE concurrency_slots SET job_id = NULL, taken_at = NULL
+    WHERE queue = OLD.queue AND key = OLD.concurrency_key AND job_id = OLD.id
+      AND NOT retired
+      AND NOT EXISTS (SELECT 1 FROM concurrency_slots r
+                      WHERE r.queue = OLD.queue AND r.key = OLD.concurrency_key
+                        AND r.retired);
+    IF FOUND THEN
+        PERFORM pg_notify('aqueue_jobs', OLD.queue);
+        RETURN NULL;
+    END IF;
+    -- no slot (an uncapped key), or the key runs over a lowered cap
+    SELECT * INTO mine FROM concurrency_slots
+    WHERE queue = OLD.queue AND key = OLD.concurrency_key AND job_id = OLD.id
+    FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF mine.retired THEN
-        DELETE FROM concurrency_slots
-        WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
-        RETURN NULL;
+    IF NOT mine.retired THEN
+        UPDATE concurrency_slots SET retired = false
+        WHERE (queue, key, slot) = (
+            SELECT queue, key, slot FROM concurrency_slots
+            WHERE queue = mine.queue AND key = mine.key AND retired
+            ORDER BY slot LIMIT 1
+            FOR UPDATE SKIP LOCKED);
+        IF NOT FOUND THEN
+            UPDATE concurrency_slots SET job_id = NULL, taken_at = NULL
+            WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
+            PERFORM pg_notify('aqueue_jobs', OLD.queue);
+            RETURN NULL;
+        END IF;
     END IF;
-    UPDATE concurrency_slots SET retired = false
-    WHERE (queue, key, slot) = (
-        SELECT queue, key, slot FROM concurrency_slots
-        WHERE queue = mine.queue AND key = mine.key AND retired
-        ORDER BY slot LIMIT 1
-        FOR UPDATE SKIP LOCKED);
-    IF FOUND THEN
-        DELETE FROM concurrency_slots
-        WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
-        RETURN NULL;
-    END IF;
-    UPDATE concurrency_slots SET job_id = NULL, taken_at = NULL
+    DELETE FROM concurrency_slots
     WHERE queue = mine.queue AND key = mine.key AND slot = mine.slot;
-    PERFORM pg_notify('aqueue_jobs', OLD.queue);
     RETURN NULL;
 END
 $$;

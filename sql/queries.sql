@@ -381,9 +381,12 @@ WITH conf AS MATERIALIZED (
                               ORDER BY u.prio DESC, u.vtag, u.run_after) AS rn
     FROM (SELECT * FROM tagged UNION ALL SELECT * FROM untagged) u
 ), need AS MATERIALIZED (
-    SELECT ckey, count(*) AS n, max(cap) AS cap FROM cand
-    WHERE ckey IS NOT NULL AND cap IS NOT NULL
-    GROUP BY ckey
+    SELECT c.ckey, c.n, c.cap,
+           EXISTS (SELECT 1 FROM concurrency_slots s
+                   WHERE s.queue = $1 AND s.key = c.ckey) AS has_rows
+    FROM (SELECT ckey, count(*) AS n, max(cap) AS cap FROM cand
+          WHERE ckey IS NOT NULL AND cap IS NOT NULL
+          GROUP BY ckey) c
 ), slots AS MATERIALIZED (
     SELECT s.key, s.slot, row_number() OVER (PARTITION BY s.key ORDER BY s.slot) AS rn
     FROM need CROSS JOIN LATERAL (
@@ -394,8 +397,7 @@ WITH conf AS MATERIALIZED (
 ), made AS (
     INSERT INTO concurrency_slots (queue, key, slot)
     SELECT $1, need.ckey, g FROM need, generate_series(0, need.cap - 1) AS g
-    WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots s
-                      WHERE s.queue = $1 AND s.key = need.ckey)
+    WHERE NOT need.has_rows
     ORDER BY need.ckey, g
     ON CONFLICT DO NOTHING
     -- (once per row, sent once: the same notification twice in a transaction is one)
@@ -422,6 +424,49 @@ SELECT claimed.* FROM claimed,
                               OR EXISTS (SELECT 1 FROM pick WHERE slot IS NOT NULL)
                             THEN 'on' ELSE 'off' END,
                        true)) AS durability;
+
+-- name: claim_fair --
+-- claim_flow for a queue without key caps (a rate limit, fair keys, or both): the same
+-- bucket and the same order, without the slot work, so a fair queue pays for its order
+-- only.
+WITH bucket AS MATERIALIZED (
+    SELECT rate_period / rate_count AS step, rate_count AS burst,
+           greatest(coalesce(rate_tat, now()), now()) AS t0
+    FROM queues WHERE name = $1 AND rate_count IS NOT NULL AND NOT paused
+    FOR UPDATE
+), allowed AS MATERIALIZED (
+    SELECT CASE WHEN q.paused THEN 0
+                -- caps just set: a worker that has not heard yet claims nothing here
+                WHEN q.key_concurrency IS NOT NULL OR q.key_limits IS NOT NULL THEN 0
+                WHEN q.rate_count IS NULL THEN $2
+                ELSE coalesce((
+                    SELECT greatest(0, least($2, b.burst - ceil(
+                        round((extract(epoch FROM b.t0 - now()) / b.step)::numeric, 6))::int))
+                    FROM bucket b), 0)
+           END AS n
+    FROM queues q WHERE q.name = $1
+), tagged AS (
+    SELECT j.id FROM jobs j
+    WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue = $1
+      AND j.vtag IS NOT NULL AND j.run_after <= now()
+    ORDER BY j.effective_priority DESC, j.vtag
+    LIMIT coalesce((SELECT n FROM allowed), 0)
+    FOR UPDATE OF j SKIP LOCKED
+), untagged AS (
+    SELECT j.id FROM jobs j
+    WHERE j.status IN ('PENDING', 'RETRY') AND j.waiting_for = 0 AND j.queue = $1
+      AND j.vtag IS NULL AND j.run_after <= now()
+    ORDER BY j.effective_priority DESC, j.run_after
+    LIMIT coalesce((SELECT n FROM allowed), 0) - (SELECT count(*) FROM tagged)
+    FOR UPDATE OF j SKIP LOCKED
+), picked AS (
+    SELECT id FROM tagged UNION ALL SELECT id FROM untagged
+), {{claim_lease}}, spent AS (
+    UPDATE queues q SET rate_tat = b.t0 + make_interval(secs => b.step * (
+        SELECT count(*) FROM claimed))
+    FROM bucket b WHERE q.name = $1 AND EXISTS (SELECT 1 FROM claimed)
+)
+{{claim_result}};
 
 -- name: slot_may_be_free --
 -- A fragment of claim_flow: job j may start as far as its key's cap goes: it has no
@@ -1298,9 +1343,11 @@ SELECT rate_count, rate_period, key_concurrency, key_limits, fair_weights
 FROM queues WHERE name = $1;
 
 -- name: queue_flow --
--- Whether queue $1 is claimed by claim_flow (no row: by the plain claim), with its rate
--- limit and the seconds until its bucket allows one more job (0: now).
+-- Whether queue $1 is claimed by claim_flow or claim_fair (capped: it has key caps; no
+-- row: by the plain claim), with its rate limit and the seconds until its bucket allows
+-- one more job (0: now).
 SELECT rate_count, rate_period,
+       key_concurrency IS NOT NULL OR key_limits IS NOT NULL AS capped,
        greatest(0, extract(epoch FROM coalesce(rate_tat, now()) - now())
                    - (rate_count - 1) * rate_period / rate_count)::float8 AS wait
 FROM queues

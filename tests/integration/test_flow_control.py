@@ -378,3 +378,13 @@ async def test_a_tenant_flooding_10000_jobs_delays_a_trickle_by_a_bounded_amount
           f"{ahead['fair'][-1]}, FIFO: {ahead['fifo'][-1]}")  # fmt: skip
     assert ahead["fair"][-1] <= 2 * 10, ahead["fair"]
     assert ahead["fifo"][-1] > 1000, ahead["fifo"]
+
+
+async def test_the_fair_claim_takes_nothing_from_a_queue_just_capped(pool):
+    # a worker still using claim_fair has not heard of the cap yet: it claims nothing
+    await enqueue_many(pool, keyed("f", "k", 3, fair="A"))
+    await control.set_limits(pool, "f", key_concurrency=1)
+    assert await store.claim_fair(pool, "f", 10, "w", 30.0) == []
+    flow = await store.queue_flow(pool, "f")
+    assert flow is not None and flow.claim is store.claim_flow
+    assert len(await claim_all(pool, "f")) == 1
