@@ -255,7 +255,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return int(await _with_connection(settings, lambda conn, _url: _schedules(args, conn)))
     elif args.command == "limits":
         # checked before connecting: a bad value fails without a database
-        queue, fields = check_name("queue", args.queue), limit_fields(args)
+        queue, fields = check_name("queue", args.queue), _limit_fields(args)
         await _with_connection(settings, lambda conn, _url: _limits(queue, fields, conn))
     else:
         return int(await _with_connection(settings, lambda conn, _url: _operate(args, conn)))
@@ -327,7 +327,7 @@ def _off(text: str) -> bool:
     return text.strip().lower() == "off"
 
 
-def limit_fields(args: argparse.Namespace) -> dict[str, Any]:
+def _limit_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The limits `aqueue limits` was given, as control.set_limits takes them, checked
     (ValidationError naming the flag or the field otherwise); {}: none, show them."""
     fields: dict[str, Any] = {}
