@@ -8,11 +8,13 @@ from aqueue.control import (
     JobNotFound,
     JobStateError,
     cancel,
+    limits,
     pause,
     queues,
     resume,
     retry,
     retry_dead,
+    set_limits,
     workers,
 )
 from aqueue.model import Job, JobSpec, JobStatus, ValidationError
@@ -32,11 +34,13 @@ __all__ = [
     "cancel",
     "enqueue",
     "enqueue_many",
+    "limits",
     "pause",
     "queues",
     "resume",
     "retry",
     "retry_dead",
+    "set_limits",
     "wait",
     "workers",
 ]

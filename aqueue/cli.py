@@ -20,7 +20,14 @@ import asyncpg
 from aqueue import control, db, producer, schedules, store, waiting
 from aqueue import settings as s
 from aqueue.cron import Schedule
-from aqueue.model import FINAL_STATUSES, JobSpec, ValidationError, parse_job_id, parse_job_spec
+from aqueue.model import (
+    FINAL_STATUSES,
+    JobSpec,
+    ValidationError,
+    check_name,
+    parse_job_id,
+    parse_job_spec,
+)
 from aqueue.registry import AppLoadError
 from aqueue.server import StartupError, serve
 from aqueue.settings import Settings, SettingsError
@@ -78,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB_ID",
         help="a job that must complete first (repeat for several)",
     )
+    enqueue_p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="at most the queue's cap of jobs with this key run at once (see aqueue limits)",
+    )
+    enqueue_p.add_argument(
+        "--fair-key",
+        metavar="KEY",
+        help="the tenant the job counts for in the queue's fair share (not with --depends-on)",
+    )
 
     status_p = sub.add_parser("status", help="print a job as JSON")
     _add_options(status_p, "status")
@@ -107,12 +124,44 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         _add_options(p, name)
         p.add_argument("queue")
-    limits_p = sub.add_parser("limits", help="set a queue's rate limit (across every worker)")
+    limits_p = sub.add_parser(
+        "limits",
+        help="set a queue's flow control (rate limit, key caps, fair weights), enforced "
+        "across every worker; with no option, print its limits as JSON",
+    )
     _add_options(limits_p, "limits")
     limits_p.add_argument("queue")
     limits_p.add_argument(
-        "--rate-limit", dest="queue_rate", required=True, help="20/s, 100/min, 1000/h, or off"
+        "--rate-limit",
+        dest="queue_rate",
+        metavar="RATE",
+        help="at most this many jobs start: 20/s, 100/min, 1000/h, or off",
     )
+    limits_p.add_argument(
+        "--key-concurrency",
+        metavar="N",
+        help="at most N jobs of one concurrency_key run at once (1 to 10000), or off",
+    )
+    limits_p.add_argument(
+        "--key-limit",
+        action="append",
+        default=[],
+        metavar="KEY=N",
+        help="the cap of one key, over --key-concurrency; repeat for several: together "
+        "they replace the queue's key limits",
+    )
+    limits_p.add_argument(
+        "--key-limits", metavar="off", help="off: remove every cap of a single key"
+    )
+    limits_p.add_argument(
+        "--fair-weight",
+        action="append",
+        default=[],
+        metavar="KEY=W",
+        help="the weight of one fair_key (default 1, at most 1000); repeat for several: "
+        "together they replace the queue's weights",
+    )
+    limits_p.add_argument("--fair-weights", metavar="off", help="off: every fair_key weighs 1")
     queues_p = sub.add_parser(
         "queues", help="list queues: depth by status, paused, oldest pending, workers"
     )
@@ -204,6 +253,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return await _status(args, settings)
     elif args.command == "schedules":
         return int(await _with_connection(settings, lambda conn, _url: _schedules(args, conn)))
+    elif args.command == "limits":
+        # checked before connecting: a bad value fails without a database
+        queue, fields = check_name("queue", args.queue), _limit_fields(args)
+        await _with_connection(settings, lambda conn, _url: _limits(queue, fields, conn))
     else:
         return int(await _with_connection(settings, lambda conn, _url: _operate(args, conn)))
     return 0
@@ -249,10 +302,6 @@ async def _operate(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         elif command == "retry-dead":
             count = await control.retry_dead(conn, args.queue, args.type)
             print(f"retried {count} dead job(s) of queue {args.queue}")
-        elif command == "limits":
-            rate = None if args.queue_rate.strip().lower() == "off" else args.queue_rate
-            await control.set_rate_limit(conn, args.queue, rate)
-            print(f"queue {args.queue}: rate limit {rate or 'off'}")
         elif command in ("pause", "resume"):
             await (control.pause if command == "pause" else control.resume)(conn, args.queue)
             print(f"queue {args.queue} {command}d")
@@ -272,6 +321,91 @@ async def _operate(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         print(f"aqueue: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _off(text: str) -> bool:
+    return text.strip().lower() == "off"
+
+
+def _limit_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The limits `aqueue limits` was given, as control.set_limits takes them, checked
+    (ValidationError naming the flag or the field otherwise); {}: none, show them."""
+    fields: dict[str, Any] = {}
+    if args.queue_rate is not None:
+        fields["rate_limit"] = None if _off(args.queue_rate) else args.queue_rate
+    if args.key_concurrency is not None:
+        text = args.key_concurrency
+        fields["key_concurrency"] = None if _off(text) else _whole("--key-concurrency", text)
+    for field, entries, off, parse in (
+        ("key_limits", args.key_limit, args.key_limits, _whole),
+        ("fair_weights", args.fair_weight, args.fair_weights, _number),
+    ):
+        one, shape, every = _MAP_FLAGS[field]
+        if off is not None:
+            if not _off(off):
+                raise ValidationError(f"{every} takes only off (set values with {one} {shape})")
+            if entries:
+                raise ValidationError(f"give {one} or {every} off, not both")
+            fields[field] = None
+        elif entries:
+            pairs = _pairs(one, shape, entries)
+            fields[field] = {key: parse(f"{one} {key}=", value) for key, value in pairs}
+    return control.check_limits(**fields)
+
+
+# the flag that sets one entry of a map, and the one that removes the map
+_MAP_FLAGS = {
+    "key_limits": ("--key-limit", "KEY=N", "--key-limits"),
+    "fair_weights": ("--fair-weight", "KEY=W", "--fair-weights"),
+}
+
+
+def _pairs(flag: str, shape: str, entries: Sequence[str]) -> list[tuple[str, str]]:
+    """KEY=VALUE each, split at the last `=` (a key may hold one); a key given twice: its
+    last value counts."""
+    pairs = []
+    for entry in entries:
+        key, eq, value = entry.rpartition("=")
+        if not eq:
+            raise ValidationError(f"{flag} must look like {shape}, got {entry!r}")
+        pairs.append((key, value))
+    return pairs
+
+
+def _whole(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError(f"{flag} must be a whole number, got {text!r}") from None
+
+
+def _number(flag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValidationError(f"{flag} must be a number, got {text!r}") from None
+
+
+async def _limits(queue: str, fields: dict[str, Any], conn: asyncpg.Connection) -> None:
+    """Set the limits given and say so, a line each; with none given, print them."""
+    if not fields:
+        _print({"name": queue, "limits": await control.limits(conn, queue)})
+        return
+    await control.set_limits(conn, queue, **fields)
+    for field, value in fields.items():
+        print(f"queue {queue}: {field.replace('_', ' ')} {_limit_text(value)}")
+
+
+def _limit_text(value: Any, most: int | None = None) -> str:
+    """A limit as a line shows it: 20/s, 2, vip=5 slow=1 (the first `most` entries), off."""
+    if value is None:
+        return "off"
+    if not isinstance(value, dict):
+        return str(value)
+    shown = [f"{k}={v:g}" for k, v in list(value.items())[:most]]
+    if most is not None and len(value) > most:
+        shown.append(f"(+{len(value) - most} more)")
+    return " ".join(shown)
 
 
 async def _schedules(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
@@ -355,7 +489,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _queue_table(infos: Sequence[store.QueueInfo]) -> str:
-    header = ["queue", "paused", *store.DEPTH_KEYS, "oldest_s", "done_1m", "failed_1m", "workers"]
+    header = [
+        "queue",
+        "paused",
+        *store.DEPTH_KEYS,
+        "oldest_s",
+        "done_1m",
+        "failed_1m",
+        "workers",
+        "limits",
+    ]
     rows = [
         [
             q.name,
@@ -365,10 +508,24 @@ def _queue_table(infos: Sequence[store.QueueInfo]) -> str:
             q.completed_recently,
             q.failed_recently,
             ",".join(q.workers) or None,
+            _limits_cell(q),
         ]
         for q in infos
     ]
     return _table(header, rows) if infos else "no queues yet"
+
+
+def _limits_cell(q: store.QueueInfo) -> str | None:
+    """`rate 20/s; key_concurrency 2; key_limits vip=5; fair_weights A=3 B=1; fair`:
+    the limits set (maps cut at three entries), and `fair` once it claims in fair order."""
+    parts = [
+        f"{name.replace('rate_limit', 'rate')} {_limit_text(value, 3)}"
+        for name, value in q.limits().items()
+        if value is not None
+    ]
+    if q.fair:
+        parts.append("fair")
+    return "; ".join(parts) or None
 
 
 def _worker_table(rows: Sequence[store.WorkerInfo]) -> str:
@@ -408,6 +565,10 @@ def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
         data["timeout_seconds"] = args.timeout
     if args.depends_on:
         data["depends_on"] = args.depends_on
+    if args.concurrency_key is not None:
+        data["concurrency_key"] = args.concurrency_key
+    if args.fair_key is not None:
+        data["fair_key"] = args.fair_key
     return parse_job_spec(data, max_payload_bytes)
 
 

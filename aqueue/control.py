@@ -16,13 +16,14 @@ from typing import Any
 
 from aqueue import store
 from aqueue.model import Job, ValidationError, check_flow_key, check_name
-from aqueue.settings import SettingsError, rate_limit
+from aqueue.settings import RateLimit, SettingsError, rate_limit
 from aqueue.store import UNCHANGED, Executor, JobNotFound, JobStateError, QueueInfo, WorkerInfo
 
 __all__ = [
     "JobNotFound",
     "JobStateError",
     "cancel",
+    "check_limits",
     "limits",
     "pause",
     "queues",
@@ -31,6 +32,7 @@ __all__ = [
     "retry_dead",
     "set_limits",
     "set_rate_limit",
+    "sync_code_limits",
     "workers",
 ]
 
@@ -100,35 +102,66 @@ async def set_limits(
     key_concurrency: at most this many jobs of one `concurrency_key` run at once.
     key_limits: {"customer:vip": 5}: caps for single keys (over key_concurrency).
     fair_weights: {"A": 3, "B": 1}: tenants (`fair_key`) share the queue by weight
-    (default 1). Raises ValidationError naming the first bad value."""
+    (default 1). An empty key_limits or fair_weights is None. Raises ValidationError
+    naming the first bad value; then nothing is changed."""
     check_name("queue", queue)
-    changes: dict[str, Any] = {}
-    if rate_limit is not UNCHANGED:
-        changes["rate"] = None if rate_limit is None else _rate(rate_limit)
-    if key_concurrency is not UNCHANGED:
-        changes["key_concurrency"] = (
-            None if key_concurrency is None else _cap("key_concurrency", key_concurrency)
-        )
-    if key_limits is not UNCHANGED:
-        changes["key_limits"] = None if key_limits is None else _caps(key_limits)
-    if fair_weights is not UNCHANGED:
-        changes["fair_weights"] = None if fair_weights is None else _weights(fair_weights)
+    given = check_limits(
+        rate_limit=rate_limit,
+        key_concurrency=key_concurrency,
+        key_limits=key_limits,
+        fair_weights=fair_weights,
+    )
+    changes: dict[str, Any] = {k: v for k, v in given.items() if k != "rate_limit"}
+    if "rate_limit" in given:
+        rate = given["rate_limit"]
+        changes["rate"] = None if rate is None else _rate(rate)
     await store.set_queue_limits(db, queue, **changes)
 
 
-def _rate(value: object) -> tuple[int, float]:
+LIMIT_FIELDS = ("rate_limit", "key_concurrency", "key_limits", "fair_weights")
+
+
+def check_limits(
+    *,
+    rate_limit: str | None = UNCHANGED,
+    key_concurrency: int | None = UNCHANGED,
+    key_limits: Mapping[str, int] | None = UNCHANGED,
+    fair_weights: Mapping[str, float] | None = UNCHANGED,
+) -> dict[str, Any]:
+    """The limits given (as set_limits takes them), checked and normalized: a rate as
+    `20/s`, weights as floats, an empty map as None; the ones not given are left out.
+    Raises ValidationError naming the first bad value."""
+    out: dict[str, Any] = {}
+    if rate_limit is not UNCHANGED:
+        out["rate_limit"] = None if rate_limit is None else str(_rate_limit(rate_limit))
+    if key_concurrency is not UNCHANGED:
+        out["key_concurrency"] = (
+            None if key_concurrency is None else _cap("key_concurrency", key_concurrency)
+        )
+    if key_limits is not UNCHANGED:
+        out["key_limits"] = None if key_limits is None else _caps(key_limits) or None
+    if fair_weights is not UNCHANGED:
+        out["fair_weights"] = None if fair_weights is None else _weights(fair_weights) or None
+    return out
+
+
+def _rate_limit(value: object) -> RateLimit:
     if not isinstance(value, str):
         raise ValidationError("'rate_limit' must be a string such as \"20/s\", or null")
     try:
-        limit = rate_limit(value)
+        return rate_limit(value)
     except SettingsError as exc:
         raise ValidationError(f"'rate_limit' {exc}") from None
+
+
+def _rate(value: object) -> tuple[int, float]:
+    limit = _rate_limit(value)
     return limit.count, limit.period
 
 
-def _cap(name: str, value: object) -> int:
+def _cap(name: str, value: object, or_null: str = ", or null") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"'{name}' must be a whole number of running jobs, or null")
+        raise ValidationError(f"'{name}' must be a whole number of running jobs{or_null}")
     if not 1 <= value <= MAX_KEY_CONCURRENCY:
         raise ValidationError(f"'{name}' must be between 1 and {MAX_KEY_CONCURRENCY}")
     return value
@@ -143,12 +176,14 @@ def _entries(name: str, value: object) -> Mapping[str, object]:
         try:
             check_flow_key("key", key)
         except ValidationError as exc:
-            raise ValidationError(f"'{name}': key {key!r}: {exc}") from None
+            shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:56] + "...'"
+            raise ValidationError(f"'{name}' has a bad key {shown}: {exc}") from None
     return value
 
 
 def _caps(value: object) -> dict[str, int]:
-    return {k: _cap(f"key_limits.{k}", v) for k, v in _entries("key_limits", value).items()}
+    entries = _entries("key_limits", value)
+    return {k: _cap(f"key_limits.{k}", v, "") for k, v in entries.items()}
 
 
 def _weights(value: object) -> dict[str, float]:
@@ -167,6 +202,13 @@ def _weights(value: object) -> dict[str, float]:
 async def limits(db: Executor, queue: str) -> dict[str, Any]:
     """The queue's limits in the shape set_limits (and PUT /queues/{name}/limits) takes."""
     return await store.queue_limits(db, check_name("queue", queue))
+
+
+async def sync_code_limits(db: Executor, declared: Mapping[str, Mapping[str, Any]]) -> None:
+    """The limits declared in code (registry.limits): each queue's fields named there are
+    set, its others left as they are (as set over HTTP or the CLI)."""
+    for queue, fields in declared.items():
+        await set_limits(db, queue, **fields)
 
 
 async def queues(db: Executor, heartbeat_seconds: float = 10.0) -> list[QueueInfo]:

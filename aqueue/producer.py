@@ -32,6 +32,8 @@ async def enqueue(
     idempotency_key: str | None = None,
     timeout_seconds: float | None = None,
     depends_on: Sequence[uuid.UUID] = (),
+    concurrency_key: str | None = None,
+    fair_key: str | None = None,
 ) -> Job:
     """Enqueue one job in one round trip and return it. With an idempotency key that
     already names a job, that job is returned instead (also under concurrent calls).
@@ -40,7 +42,11 @@ async def enqueue(
 
     `timeout_seconds`: the attempt's time limit (else the task's own, if any).
     `depends_on`: job ids that must all COMPLETE before this one starts; if one ends DEAD
-    or CANCELLED, this one is CANCELLED (UnknownDependency for an id that is no job)."""
+    or CANCELLED, this one is CANCELLED (UnknownDependency for an id that is no job).
+    `concurrency_key`: at most the queue's cap (`key_concurrency`, `key_limits`) of jobs
+    with this key run at once, across every worker.
+    `fair_key`: the tenant the job counts for; tenants share the queue by `fair_weights`
+    (not with `depends_on`). Both: 1 to 200 characters; see control.set_limits."""
     spec = JobSpec(
         type=type,
         payload={} if payload is None else payload,
@@ -51,6 +57,8 @@ async def enqueue(
         idempotency_key=idempotency_key,
         timeout_seconds=timeout_seconds,
         depends_on=tuple(depends_on),
+        concurrency_key=concurrency_key,
+        fair_key=fair_key,
     )
     job, _created = await submit(db, spec)
     return job

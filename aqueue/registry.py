@@ -18,17 +18,18 @@ import inspect
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from aqueue.control import LIMIT_FIELDS, check_limits
 from aqueue.cron import ScheduleSpec, check_schedule
 from aqueue.model import ValidationError, check_name, check_timeout
 from aqueue.settings import MAX_PAYLOAD_LIMIT
-from aqueue.store import ClaimedJob
+from aqueue.store import UNCHANGED, ClaimedJob
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
 # A plain `def` handler: run in the worker's thread pool (see Task.blocking).
@@ -53,6 +54,9 @@ class Registry:
         self._tasks: dict[str, Task] = {}
         # schedules declared in code, synced by the scheduler role at its start
         self.schedules: list[ScheduleSpec] = []
+        # queue -> the limits declared in code (checked, in control.set_limits' terms),
+        # set by the scheduler role at its start
+        self.queue_limits: dict[str, dict[str, Any]] = {}
 
     def schedule(
         self,
@@ -88,6 +92,34 @@ class Registry:
         self.schedules = [s for s in self.schedules if s.name != name] + [spec]
         return spec
 
+    def limits(
+        self,
+        queue: str,
+        *,
+        rate_limit: str | None = UNCHANGED,
+        key_concurrency: int | None = UNCHANGED,
+        key_limits: Mapping[str, int] | None = UNCHANGED,
+        fair_weights: Mapping[str, float] | None = UNCHANGED,
+    ) -> dict[str, Any]:
+        """Declare a queue's flow control beside the tasks: `registry.limits("email",
+        rate_limit="50/s", key_concurrency=2)`. The scheduler role sets the fields given
+        here at its start (control.set_limits: None removes one), and leaves the others as
+        they are. Declaring a queue again adds to what was declared. Checked here, so a bad
+        value fails at import with ValidationError. Returns the queue's declared limits."""
+        check_name("queue", queue)
+        given = check_limits(
+            rate_limit=rate_limit,
+            key_concurrency=key_concurrency,
+            key_limits=key_limits,
+            fair_weights=fair_weights,
+        )
+        if not given:
+            raise ValidationError(
+                f"registry.limits({queue!r}) names none of: {', '.join(LIMIT_FIELDS)}"
+            )
+        self.queue_limits[queue] = {**self.queue_limits.get(queue, {}), **given}
+        return dict(self.queue_limits[queue])
+
     def task(
         self, name: str, *, timeout: float | None = None
     ) -> Callable[[AnyHandler], AnyHandler]:
@@ -122,6 +154,8 @@ class Registry:
             self.register(name, task.fn, timeout=task.timeout)
         for spec in other.schedules:
             self.schedules = [s for s in self.schedules if s.name != spec.name] + [spec]
+        for queue, fields in other.queue_limits.items():
+            self.queue_limits[queue] = {**self.queue_limits.get(queue, {}), **fields}
 
     def get(self, name: str) -> Task | None:
         return self._tasks.get(name)

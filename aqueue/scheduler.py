@@ -13,7 +13,7 @@ import logging
 
 import asyncpg
 
-from aqueue import producer, schedules, store
+from aqueue import control, producer, schedules, store
 from aqueue.cron import Schedule, fire
 from aqueue.db import Outage, is_connection_error
 from aqueue.notifier import Notifier, Topic
@@ -57,7 +57,11 @@ class Scheduler:
         self._wake.set()
 
     async def run(self) -> None:
-        log.info("scheduler running (%d schedules declared in code)", len(self.registry.schedules))
+        log.info(
+            "scheduler running (%d schedules and %d queues' limits declared in code)",
+            len(self.registry.schedules),
+            len(self.registry.queue_limits),
+        )
         outage = Outage(log, "scheduling")
         synced = False
         while not self._stopped.is_set():
@@ -67,6 +71,7 @@ class Scheduler:
                     await schedules.sync_code_schedules(
                         self.pool, self.registry.schedules, self.settings.max_payload_bytes
                     )
+                    await control.sync_code_limits(self.pool, self.registry.queue_limits)
                     synced = True
                 while await self.fire_due() == ROUND_LIMIT:
                     pass

@@ -121,8 +121,8 @@ def openapi_document() -> dict[str, Any]:
             },
             "/queues/{name}/limits": {
                 "put": {
-                    "summary": 'A queue\'s limits: {"rate_limit": "20/s"} (N/s, N/min, N/h; '
-                    "null removes it), enforced in the claim across every worker",
+                    "summary": "A queue's flow control, enforced in the claim across every "
+                    "worker: the fields given are set (null removes one), the others kept",
                     "parameters": [
                         {
                             "name": "name",
@@ -131,9 +131,21 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                     ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _LIMITS}},
+                    },
                     "responses": {
-                        "200": _json({"type": "object"}, "The limits now"),
-                        "422": _json(_ERROR, "A bad rate, or a limit this version lacks"),
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"name": {"type": "string"}, "limits": _LIMITS},
+                            },
+                            "The queue's limits now",
+                        ),
+                        "400": _json(_ERROR, "Bad queue name, or malformed or empty JSON"),
+                        "415": _json(_ERROR, _NOT_JSON),
+                        "422": _json(_ERROR, "A bad value, an unknown field, or no field"),
                     },
                 }
             },
@@ -301,6 +313,16 @@ def openapi_document() -> dict[str, Any]:
                             "items": {"type": "string", "format": "uuid"},
                             "maxItems": 1000,
                         },
+                        "concurrency_key": {
+                            **_FLOW_KEY,
+                            "description": "at most the queue's key cap of jobs with this "
+                            "key run at once",
+                        },
+                        "fair_key": {
+                            **_FLOW_KEY,
+                            "description": "the tenant the job counts for in the queue's "
+                            "fair share; not with depends_on",
+                        },
                     },
                 },
                 "Job": {
@@ -324,12 +346,44 @@ def openapi_document() -> dict[str, Any]:
                         "finished_at": {"type": ["string", "null"], "format": "date-time"},
                         "timeout_seconds": {"type": ["number", "null"]},
                         "waiting_for": {"type": "integer"},
+                        "concurrency_key": {"type": ["string", "null"]},
+                        "fair_key": {"type": ["string", "null"]},
                         "depends_on": {"type": "array", "items": {"type": "string"}},
                     },
                 },
             }
         },
     }
+
+
+_FLOW_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200}
+_LIMITS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "rate_limit": {
+            "type": ["string", "null"],
+            "description": "at most N jobs start per period: 20/s, 100/min, 1000/h",
+        },
+        "key_concurrency": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": 10000,
+            "description": "at most this many jobs of one concurrency_key run at once",
+        },
+        "key_limits": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "description": "caps for single keys, over key_concurrency",
+        },
+        "fair_weights": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+            "description": "fair_key -> weight (default 1): tenants share the queue by it",
+        },
+    },
+}
 
 
 def _job_action(summary: str) -> dict[str, Any]:

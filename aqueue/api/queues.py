@@ -53,7 +53,7 @@ async def retry_dead(request: Request) -> JSONResponse:
     return JSONResponse({"name": queue, "type": type_, "retried": count})
 
 
-LIMIT_FIELDS = ("rate_limit", "key_concurrency", "key_limits", "fair_weights")
+LIMIT_FIELDS = control.LIMIT_FIELDS
 
 
 async def put_limits(request: Request) -> JSONResponse:
