@@ -575,7 +575,9 @@ async def _insert_dependent_job(
         if unknown:
             raise UnknownDependency(f"'depends_on' names unknown job(s): {', '.join(unknown)}")
         waiting = [p for p in parents if found[p] is not JobStatus.COMPLETED]
-        row = await conn.fetchrow(Q["insert_dependent_job"], *args, len(waiting), parents)
+        row = await conn.fetchrow(
+            Q["insert_dependent_job"], *args, len(waiting), parents, spec.concurrency_key
+        )
         if row is None:  # an idempotency key inserted concurrently: that job it is
             row = await conn.fetchrow(Q["job_by_key"], spec.idempotency_key)
             return Job.from_record(row), False

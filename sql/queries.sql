@@ -953,7 +953,7 @@ SELECT id, status FROM all_jobs WHERE id = ANY($1::uuid[]);
 -- name: insert_dependent_job --
 -- insert_job for a job with dependencies: it waits for $10 of them ($11: all of them,
 -- recorded as edges). Its key, if any ($9), is claimed in job_keys as insert_job_keyed
--- does. The NOTIFY goes out only if it can run now.
+-- does; $12 its concurrency key. The NOTIFY goes out only if it can run now.
 WITH keyed AS (
     INSERT INTO job_keys (idempotency_key, job_id)
     SELECT $9, $1 WHERE $9::text IS NOT NULL
@@ -961,8 +961,9 @@ WITH keyed AS (
     RETURNING job_id
 ), inserted AS (
     INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
-                      max_attempts, timeout_seconds, idempotency_key, waiting_for)
-    SELECT $1, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8, $9, $10
+                      max_attempts, timeout_seconds, idempotency_key, waiting_for,
+                      concurrency_key)
+    SELECT $1, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8, $9, $10, $12
     WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM keyed)
     RETURNING *
 ), edges AS (

@@ -33,7 +33,7 @@ async def test_a_key_cap_holds_across_four_worker_processes(db_url, pool):
         )
         for i in range(JOBS)
     ]
-    await enqueue_many(pool, specs)
+    # every worker is listening before the first job arrives: each takes part
     workers = [
         await ServeProcess(
             "--roles", "worker", "--database-url", db_url, "--queues", "capped:16",
@@ -42,6 +42,7 @@ async def test_a_key_cap_holds_across_four_worker_processes(db_url, pool):
         for _ in range(4)
     ]  # fmt: skip
     try:
+        await enqueue_many(pool, specs)
         await wait_for(
             lambda: pool.fetchval(
                 f"SELECT count(*) = {JOBS} FROM jobs_history WHERE status = 'COMPLETED'"

@@ -270,12 +270,6 @@ async def test_enqueue_refuses_a_fair_key_with_dependencies(pool):
         await aqueue.enqueue(pool, "demo.echo", fair_key="A", depends_on=[parent.id])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store._insert_dependent_job (sql insert_dependent_job) does not write the "
-    "concurrency key: a job with depends_on loses its cap; the insert is not this "
-    "change's to edit",
-)
 async def test_a_concurrency_key_may_wait_on_dependencies(pool):
     parent = await aqueue.enqueue(pool, "demo.echo")
     child = await aqueue.enqueue(
