@@ -254,7 +254,7 @@ SELECT * FROM (
 ORDER BY at, status = 'RUNNING' DESC;
 
 -- name: claim_lease --
--- A fragment of claim and claim_rate_limited (store.py puts its text where they name it
+-- A fragment of the claims (store.py puts its text where they name it
 -- in double braces): lease the picked jobs to worker $3 for $4 seconds and return what
 -- it runs.
 claimed AS (
@@ -278,7 +278,7 @@ claimed AS (
 )
 
 -- name: claim_result --
--- A fragment of claim and claim_rate_limited: the claimed jobs; a first attempt's claim
+-- A fragment of the claims: the claimed jobs; a first attempt's claim
 -- commits without waiting for its WAL flush (see claim).
 SELECT claimed.* FROM claimed,
     (SELECT set_config('synchronous_commit',
