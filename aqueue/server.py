@@ -246,9 +246,10 @@ async def run_roles(
     metrics: Metrics | None = None,
 ) -> None:
     """Run the enabled roles until `stop` is set (serve() sets it on a signal) or a role
-    fails, then stop them in order. The process's one Metrics object is made here, unless
-    given."""
-    if metrics is None:
+    fails, then stop them in order. The process's one Metrics object is made here (unless
+    given) when something serves it: the api role, or --metrics-port (see build_roles). A
+    process with neither counts nothing, since nothing could read it."""
+    if metrics is None and "api" in settings.roles:
         metrics = Metrics.for_settings(settings)
     roles = build_roles(
         pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock

@@ -20,8 +20,11 @@ from aqueue.api.app import create_app
 from aqueue.metrics import CONTENT_TYPE_LATEST, Metrics
 from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
+from aqueue.registry import Registry
+from aqueue.server import build_roles
 from aqueue.settings import Settings
-from tests.helpers import fast_settings, running_worker, wait_for, wait_status
+from aqueue.worker import Worker
+from tests.helpers import fast_settings, free_port, running_worker, wait_for, wait_status
 from tests.metrics_spec import (
     COUNTERS,
     DEPTH_STATUSES,
@@ -309,3 +312,17 @@ async def test_an_app_without_metrics_has_no_metrics_route(pool):
     transport = httpx.ASGITransport(app=create_app(pool, Settings()))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         assert (await c.get("/metrics")).status_code == 404
+
+
+async def test_only_a_process_that_serves_metrics_counts(pool, db_url):
+    def worker_of(roles: list[Any]) -> Worker:
+        return next(r for r in roles if isinstance(r, Worker))
+
+    worker_only = build_roles(pool, db_url, Settings(roles=("worker",)), Registry())
+    assert worker_of(worker_only).metrics is None
+    assert not any(r.name == "metrics" for r in worker_only)
+    served = build_roles(
+        pool, db_url, Settings(roles=("worker",), metrics_port=free_port()), Registry()
+    )
+    assert isinstance(worker_of(served).metrics, Metrics)
+    assert any(r.name == "metrics" for r in served)
