@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.db import Outage, OwnConnection, is_connection_error
+from aqueue.metrics import Metrics
 from aqueue.model import JobStatus
 from aqueue.store import Outcome
 
@@ -46,7 +48,10 @@ class Completer:
         lease_seconds: float,
         on_written: Callable[[Sequence[Outcome], Written], None],
         substitute: Callable[[Outcome, Exception], Outcome],
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._worker_id = worker_id
         self._max_batch = max_batch
         self._lease_seconds = lease_seconds
@@ -138,6 +143,16 @@ class Completer:
             return written
 
     async def _record(self, conn: asyncpg.Connection, batch: Sequence[Outcome]) -> set[uuid.UUID]:
+        started = time.perf_counter()
+        accepted = await self._record_batch(conn, batch)
+        if self._metrics is not None:
+            # the outcomes as written: a substitute (see _write_one_by_one) as itself
+            self._metrics.outcomes_written(batch, accepted, time.perf_counter() - started)
+        return accepted
+
+    async def _record_batch(
+        self, conn: asyncpg.Connection, batch: Sequence[Outcome]
+    ) -> set[uuid.UUID]:
         accepted = await store.record_outcomes(conn, batch, self._worker_id)
         if len(accepted) < len(batch):
             # Refused: jobs others depend on (written with their consequences here), lost

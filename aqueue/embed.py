@@ -12,6 +12,10 @@ would run it.
             app.state.aqueue = w          # w.pool to enqueue, w.notifier to wait
             yield                         # on shutdown: stop claiming, drain, release
 
+With `metrics=aqueue.metrics.Metrics()` the worker counts into it (see README, Metrics);
+serve it from your app as `Response(await m.exposition(w.pool), media_type=
+aqueue.metrics.CONTENT_TYPE_LATEST)`.
+
 The database must already be migrated (`aqueue migrate`, or `aqueue serve` once): an
 application that embeds a worker does not change the schema on its own."""
 
@@ -26,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from aqueue import db
+from aqueue.metrics import Metrics
 from aqueue.notifier import Notifier
 from aqueue.registry import Registry, builtin_registry
 from aqueue.server import RoleGroup, build_roles
@@ -38,6 +43,7 @@ class Embedded:
     pool: asyncpg.Pool
     notifier: Notifier
     worker: Worker
+    metrics: Metrics | None = None
 
 
 @contextlib.asynccontextmanager
@@ -48,13 +54,15 @@ async def worker(
     queues: Mapping[str, int] | None = None,
     pool: asyncpg.Pool | None = None,
     settings: Settings | None = None,
+    metrics: Metrics | None = None,
     **options: Any,
 ) -> AsyncIterator[Embedded]:
     """Run a worker for `registry` until the block ends, then shut it down gracefully
     (stop claiming, let running jobs finish within the grace period, release the rest).
     `pool`: your own asyncpg pool, made with aqueue.db.create_pool (its connections need
     aqueue's JSON codecs); else one is made and closed here. `options` are Settings
-    fields (for example concurrency=20, lease_seconds=60)."""
+    fields (for example concurrency=20, lease_seconds=60). `metrics`: what the worker
+    counts into (None: nothing is counted)."""
     settings = (settings or Settings()).with_overrides(roles=("worker",), **options)
     if queues is not None:
         settings = settings.with_overrides(queues=dict(queues))
@@ -69,7 +77,7 @@ async def worker(
     if pool is None:
         pool = await db.create_pool(database_url, settings.pool_min_size, settings.pool_size)
     try:
-        roles = build_roles(pool, database_url, settings, tasks)
+        roles = build_roles(pool, database_url, settings, tasks, metrics=metrics)
         group = RoleGroup(roles, signals=False)
         stop = asyncio.Event()
         running = asyncio.create_task(group.run_until(stop), name="aqueue-embedded")
@@ -77,7 +85,7 @@ async def worker(
         the_worker = next(r for r in roles if isinstance(r, Worker))
         try:
             await _until_listening(notifier, running)
-            yield Embedded(pool, notifier, the_worker)
+            yield Embedded(pool, notifier, the_worker, the_worker.metrics)
         finally:
             stop.set()
             await running

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from aqueue import db
+from aqueue.metrics import Metrics
 
 log = logging.getLogger("aqueue.notifier")
 
@@ -46,8 +47,9 @@ class Notifier:
     name = "notifier"
     stop_seconds = 2.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, metrics: Metrics | None = None) -> None:
         self._url = url
+        self._metrics = metrics
         self._wakers: dict[str, asyncio.Event] = {}
         self._listeners: dict[Topic, list[Listener]] = {topic: [] for topic in Topic}
         self._reconnect_listeners: list[Callable[[], None]] = []
@@ -161,6 +163,8 @@ class Notifier:
             for topic in Topic:
                 await conn.add_listener(topic.value, self._on_notification)
             self.backend_pid = conn.get_server_pid()
+            if self.connections_lost and self._metrics is not None:
+                self._metrics.notifier_reconnects += 1
             self.connected.set()
             self._outage.ended()
             # Anything enqueued, cancelled or finished while we were not listening is

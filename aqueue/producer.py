@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from aqueue import store
+from aqueue.metrics import Metrics
 from aqueue.model import Job, JobSpec, check_spec, check_specs
 from aqueue.store import Executor
 
@@ -69,15 +70,33 @@ async def enqueue_many(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID
     return await submit_many(db, specs)
 
 
-# The gate: every enqueue (Python, HTTP, CLI) passes through one of these two, so that
-# what must hold for every job (validation now; limits and metrics later) is done once.
+# The gate: every enqueue (Python, HTTP, CLI, the scheduler) passes through one of these
+# two, so that what must hold for every job (validation, counting) is done once. With a
+# `metrics` (a served process's: the API passes its app's), the jobs stored are counted
+# (jobs_enqueued_total; an idempotent repeat stores nothing), once the statement returns.
 
 
-async def submit(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
+async def submit(db: Executor, spec: JobSpec, metrics: Metrics | None = None) -> tuple[Job, bool]:
     """Store one job; returns it and whether it is new (False: its idempotency key named
     an existing job, which is returned instead)."""
-    return await store.insert_job(db, check_spec(spec))
+    checked = check_spec(spec)
+    job, created = await store.insert_job(db, checked)
+    if metrics is not None and created:
+        metrics.count_enqueued(checked.queue, checked.type)
+    return job, created
 
 
-async def submit_many(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
-    return await store.insert_jobs(db, check_specs(specs))
+async def submit_many(
+    db: Executor, specs: Sequence[JobSpec], metrics: Metrics | None = None
+) -> list[uuid.UUID]:
+    checked = check_specs(specs)
+    if metrics is None:
+        return await store.insert_jobs(db, checked)
+    inserted = await store.insert_jobs_created(db, checked)
+    counts: dict[tuple[str, str], int] = {}
+    for spec, (_id, created) in zip(checked, inserted, strict=True):
+        if created:
+            counts[(spec.queue, spec.type)] = counts.get((spec.queue, spec.type), 0) + 1
+    for (queue, type), n in counts.items():
+        metrics.count_enqueued(queue, type, n)
+    return [job_id for job_id, _created in inserted]

@@ -25,6 +25,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.db import Outage, is_connection_error
+from aqueue.metrics import Metrics
 from aqueue.model import PROMOTED_PRIORITY, JobStatus
 from aqueue.settings import Settings
 
@@ -39,9 +40,16 @@ class Reaper:
     stop_seconds = 5.0
 
     def __init__(
-        self, pool: asyncpg.Pool, settings: Settings, process_id: str, *, retention: bool = True
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        process_id: str,
+        *,
+        retention: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
+        self.metrics = metrics
         self.settings = settings
         self.id = "reaper:" + process_id
         self.reclaimed = 0
@@ -130,6 +138,8 @@ class Reaper:
                     "DEAD (no attempts left)" if job.status is JobStatus.DEAD else "RETRY",
                 )
             total += len(batch)
+            if self.metrics is not None:
+                self.metrics.leases_reclaimed(batch)
             if len(batch) < self.settings.reaper_batch:
                 self.reclaimed += total
                 return total

@@ -16,6 +16,7 @@ import asyncpg
 from aqueue import control, producer, schedules, store
 from aqueue.cron import Schedule, fire
 from aqueue.db import Outage, is_connection_error
+from aqueue.metrics import Metrics
 from aqueue.notifier import Notifier, Topic
 from aqueue.registry import Registry
 from aqueue.settings import Settings
@@ -42,10 +43,12 @@ class Scheduler:
         settings: Settings,
         registry: Registry,
         notifier: Notifier,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.registry = registry
+        self.metrics = metrics
         self.enqueued = 0
         self._stopped = asyncio.Event()
         self._wake = asyncio.Event()
@@ -112,7 +115,9 @@ class Scheduler:
                     )
                 if firing.run is not None:
                     await producer.submit(
-                        conn, schedule.spec().job(tick_key(schedule, firing.run.isoformat()))
+                        conn,
+                        schedule.spec().job(tick_key(schedule, firing.run.isoformat())),
+                        self.metrics,
                     )
                     self.enqueued += 1
                 await store.advance_schedule(

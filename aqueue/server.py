@@ -20,6 +20,8 @@ import uvicorn
 
 from aqueue import db
 from aqueue.api.app import create_app
+from aqueue.metrics import Metrics
+from aqueue.metrics_server import MetricsRole, create_metrics_app
 from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
 from aqueue.registry import Registry, load_registry
@@ -65,6 +67,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 async def serve(settings: Settings) -> None:
     registry = load_registry(settings.app)  # a bad --app fails before anything starts
     sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
+    metrics_port = settings.metrics_port
+    try:
+        metrics_sock = None if metrics_port is None else bind_socket(settings.host, metrics_port)
+    except StartupError:
+        if sock is not None:
+            sock.close()
+        raise
     # SIGTERM and SIGINT are handled from here on, not only once the roles run: during
     # startup (embedded server, migrations, pool) a signal had its default action and
     # killed the process (exit -15), leaving a just-started embedded PostgreSQL running.
@@ -81,14 +90,15 @@ async def serve(settings: Settings) -> None:
             pool = await db.create_pool(url, settings.pool_min_size, settings.pool_size)
             try:
                 if not stop.is_set():
-                    await run_roles(pool, url, settings, registry, stop, sock)
+                    await run_roles(pool, url, settings, registry, stop, sock, metrics_sock)
             finally:
                 await _close_pool(pool)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if sock is not None:
-            sock.close()
+        for bound in (sock, metrics_sock):
+            if bound is not None:
+                bound.close()
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:
@@ -166,16 +176,25 @@ def build_roles(
     registry: Registry,
     sock: socket.socket | None = None,
     process_id: str | None = None,
+    *,
+    metrics: Metrics | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> list[Role]:
     """The roles this process runs, in the order they stop: the api stops taking
     requests first, the worker drains next, the scheduler and the maintenance loops after
-    it, and the notifier, which the others listen through, last."""
+    it, the metrics port (still answering while the others stop), and the notifier, which
+    the others listen through, last. `metrics`: what the roles count and /metrics serves
+    (None: nothing is counted, unless --metrics-port asks for it)."""
     process_id = process_id or new_process_id()
+    if metrics is None and settings.metrics_port is not None:
+        metrics = Metrics.for_settings(settings)
     roles: list[Role] = []
-    notifier = Notifier(url) if {"api", "worker", "scheduler"} & set(settings.roles) else None
+    notifier = (
+        Notifier(url, metrics) if {"api", "worker", "scheduler"} & set(settings.roles) else None
+    )
     if "api" in settings.roles:
         config = uvicorn.Config(
-            create_app(pool, settings, notifier),
+            create_app(pool, settings, notifier, metrics),
             lifespan="off",
             log_level=settings.log_level.lower(),
             access_log=False,
@@ -184,15 +203,33 @@ def build_roles(
         roles.append(ApiRole(_ApiServer(config), sock))
     if "worker" in settings.roles:
         assert notifier is not None
-        roles.append(Worker(pool, url, notifier, registry, settings, worker_id=process_id))
+        roles.append(
+            Worker(pool, url, notifier, registry, settings, worker_id=process_id, metrics=metrics)
+        )
     if "scheduler" in settings.roles:
         assert notifier is not None
-        roles.append(Scheduler(pool, settings, registry, notifier))
+        roles.append(Scheduler(pool, settings, registry, notifier, metrics))
     # Every worker reaps too: recovering a killed worker's jobs must not depend on where
     # a process with the reaper role happens to run.
     if "reaper" in settings.roles or "worker" in settings.roles:
         # retention (deleting old history) only where the reaper role is asked for
-        roles.append(Reaper(pool, settings, process_id, retention="reaper" in settings.roles))
+        roles.append(
+            Reaper(
+                pool, settings, process_id, retention="reaper" in settings.roles, metrics=metrics
+            )
+        )
+    if settings.metrics_port is not None:
+        assert metrics is not None
+        config = uvicorn.Config(
+            create_metrics_app(pool, metrics),
+            host=settings.host,
+            port=settings.metrics_port,
+            lifespan="off",
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        roles.append(MetricsRole(_ApiServer(config), metrics_sock))
     if notifier is not None:
         roles.append(notifier)
     return roles
@@ -205,12 +242,22 @@ async def run_roles(
     registry: Registry,
     stop: asyncio.Event,
     sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run the enabled roles until `stop` is set (serve() sets it on a signal) or a role
-    fails, then stop them in order."""
-    roles = build_roles(pool, url, settings, registry, sock)
+    fails, then stop them in order. The process's one Metrics object is made here (unless
+    given) when something serves it: the api role, or --metrics-port (see build_roles). A
+    process with neither counts nothing, since nothing could read it."""
+    if metrics is None and "api" in settings.roles:
+        metrics = Metrics.for_settings(settings)
+    roles = build_roles(
+        pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock
+    )
     if any(role.name == "api" for role in roles):
         log.info("api listening on http://%s:%d", settings.host, settings.port)
+    if settings.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     await RoleGroup(roles).run_until(stop)
 
 

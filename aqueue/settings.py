@@ -360,6 +360,16 @@ class Settings:
     )
     host: str = option("127.0.0.1", parse=str, flag="--host", env="AQUEUE_HOST", help="API address")
     port: int = option(8000, parse=parse_port, flag="--port", env="AQUEUE_PORT", help="API port")
+    # GET /metrics on a port of its own, on --host (the metrics role), for processes
+    # without the api role; with it too, both answer (see README, Metrics)
+    metrics_port: int | None = option(
+        None,
+        parse=parse_port,
+        flag="--metrics-port",
+        env="AQUEUE_METRICS_PORT",
+        help="serve GET /metrics (and /healthz) on this port of --host too, for processes "
+        "without the api role",
+    )
     app: str | None = option(
         None,
         parse=str,
@@ -490,6 +500,8 @@ class Settings:
     # fraction of its live ones (autovacuum may be off, or wake too rarely for a queue)
     hot_vacuum_dead: int = 10_000
     hot_vacuum_scale: float = 0.2
+    # GET /metrics reads the database gauges at most once per this many seconds
+    metrics_cache_seconds: float = 2.0
 
     @property
     def pool_size(self) -> int:
@@ -568,6 +580,10 @@ def _settle(values: dict[str, Any]) -> None:
         values["queues"] = resolve_queues(limits, values.get("concurrency", defaults.concurrency))
     if "pool_max_size" in values:
         values["pool_min_size"] = min(defaults.pool_min_size, values["pool_max_size"])
+    roles = values.get("roles", defaults.roles)
+    port = values.get("port", defaults.port)
+    if "api" in roles and values.get("metrics_port") == port:
+        raise SettingsError(f"--metrics-port must differ from --port ({port}) with the api role")
     base = values.get("backoff_base_seconds", defaults.backoff_base_seconds)
     if values.get("backoff_cap_seconds", defaults.backoff_cap_seconds) < base:
         raise SettingsError("--backoff-cap must not be smaller than --backoff-base")

@@ -126,13 +126,24 @@ def _batch_row(spec: JobSpec, job_id: uuid.UUID) -> dict[str, Any]:
 async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
     """Insert a batch in one statement; returns the job ids in the order given (for an
     idempotent repeat, the existing job's id)."""
+    return [job_id for job_id, _created in await insert_jobs_created(db, specs)]
+
+
+async def insert_jobs_created(
+    db: Executor, specs: Sequence[JobSpec]
+) -> list[tuple[uuid.UUID, bool]]:
+    """insert_jobs, each id with whether that job is new (False: an idempotent repeat)."""
     if not specs:
         return []
     if any(s.depends_on for s in specs):
         # Each job with dependencies locks its parents: one at a time, in one
         # transaction, so that the batch still commits (or fails) as a whole.
         async with transaction(db) as conn:
-            return [(await insert_job(conn, s))[0].id for s in specs]
+            out = []
+            for s in specs:
+                job, created = await insert_job(conn, s)
+                out.append((job.id, created))
+            return out
     ids = uuid7s(len(specs))
     keyed = any(s.idempotency_key is not None for s in specs)
     flow = any(s.concurrency_key is not None or s.fair_key is not None for s in specs)
@@ -140,16 +151,16 @@ async def insert_jobs(db: Executor, specs: Sequence[JobSpec]) -> list[uuid.UUID]
     query = "insert_jobs_flow" if flow else "insert_jobs_keyed" if keyed else "insert_jobs"
     returned = await db.fetch(Q[query], rows)
     if len(returned) == len(specs):
-        return ids
+        return [(job_id, True) for job_id in ids]
     inserted = {r["id"] for r in returned}
     keys = [s.idempotency_key for s, i in zip(specs, ids, strict=True) if i not in inserted]
     existing = {r["idempotency_key"]: r["id"] for r in await db.fetch(Q["job_ids_by_keys"], keys)}
-    out: list[uuid.UUID] = []
+    out = []
     for spec, new_id in zip(specs, ids, strict=True):
         if new_id in inserted:
-            out.append(new_id)
+            out.append((new_id, True))
         elif spec.idempotency_key in existing:
-            out.append(existing[spec.idempotency_key])
+            out.append((existing[spec.idempotency_key], False))
         else:
             raise RuntimeError(
                 f"job with key {spec.idempotency_key!r} was neither inserted nor found"
@@ -875,6 +886,65 @@ class HotTableStats:
 async def hot_table_stats(db: Executor) -> HotTableStats:
     row = await db.fetchrow(Q["hot_table_stats"])
     return HotTableStats(int(row["dead"]), int(row["live"]), bool(row["may_vacuum"]))
+
+
+@dataclass(frozen=True)
+class QueueGauges:
+    queue: str
+    due: int  # PENDING or RETRY, due now, not waiting on dependencies
+    depth: dict[str, int]  # pending, scheduled, waiting, retry, running (as GET /queues)
+    oldest_due_seconds: float  # 0 when nothing is due
+    workers_alive: int
+
+
+GAUGE_DEPTH_KEYS = ("pending", "scheduled", "waiting", "retry", "running")
+
+
+@dataclass(frozen=True)
+class DatabaseGauges:
+    """What GET /metrics reads from the database (see the statement metrics_gauges)."""
+
+    queues: list[QueueGauges]
+    dead_tuples: int
+    live_tuples: int
+    jobs_bytes: int
+    history_bytes: int
+    last_autovacuum: float  # epoch seconds, 0 when never
+    last_vacuum: float
+    oldest_xmin_age: int  # transactions
+    oldest_transaction_seconds: float
+    idle_in_transaction: int
+    idle_in_transaction_seconds: float
+
+
+async def database_gauges(db: Executor, lost_after_seconds: float) -> DatabaseGauges:
+    """One statement: per-queue depths and live workers, and the bloat guardrails."""
+    r = await db.fetchrow(Q["metrics_gauges"], lost_after_seconds)
+    names = r["queues"] or []
+    columns = {k: r[k] for k in ("due", "oldest_due_seconds", "workers", *GAUGE_DEPTH_KEYS)}
+    queues = [
+        QueueGauges(
+            queue=name,
+            due=columns["due"][i],
+            depth={k: columns[k][i] for k in GAUGE_DEPTH_KEYS},
+            oldest_due_seconds=columns["oldest_due_seconds"][i],
+            workers_alive=columns["workers"][i],
+        )
+        for i, name in enumerate(names)
+    ]
+    return DatabaseGauges(
+        queues=queues,
+        dead_tuples=int(r["dead_tuples"]),
+        live_tuples=int(r["live_tuples"]),
+        jobs_bytes=int(r["jobs_bytes"]),
+        history_bytes=int(r["history_bytes"]),
+        last_autovacuum=float(r["last_autovacuum"]),
+        last_vacuum=float(r["last_vacuum"]),
+        oldest_xmin_age=int(r["oldest_xmin_age"]),
+        oldest_transaction_seconds=float(r["oldest_transaction_seconds"]),
+        idle_in_transaction=int(r["idle_in_transaction"]),
+        idle_in_transaction_seconds=float(r["idle_in_transaction_seconds"]),
+    )
 
 
 async def vacuum_jobs(db: Executor) -> None:

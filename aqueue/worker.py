@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ import asyncpg
 from aqueue import store
 from aqueue.completer import Completer, Written
 from aqueue.db import Outage, OwnConnection, connect, is_connection_error
+from aqueue.metrics import Metrics
 from aqueue.model import JobStatus, backoff_seconds, check_result, storable_text
 from aqueue.notifier import Notifier, Topic
 from aqueue.registry import JobContext, Registry, Task
@@ -99,6 +101,7 @@ class Worker:
         settings: Settings,
         *,
         worker_id: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.url = url
@@ -106,6 +109,8 @@ class Worker:
         self.registry = registry
         self.settings = settings
         self.id = worker_id
+        # None: nothing is counted (an embedded worker or a test without metrics)
+        self.metrics = metrics
         self.completer = Completer(
             url,
             self.id,
@@ -113,6 +118,7 @@ class Worker:
             settings.lease_seconds,
             self._written,
             self._substitute,
+            metrics=metrics,
         )
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -304,6 +310,7 @@ class Worker:
         settings = self.settings
         loop = asyncio.get_running_loop()
         outage = Outage(log, f"claiming from {queue!r}")
+        metrics = self.metrics
         # the queue's flow control (None: none, the plain claim; else claim_flow or
         # claim_fair), looked
         # up again whenever _flow_known says so: at start, when the notifier says the
@@ -328,6 +335,8 @@ class Worker:
                 sent = loop.time()
                 claim = store.claim if flow is None else flow.claim
                 jobs = await claim(conn, queue, free, self.id, settings.lease_seconds)
+                if metrics is not None:
+                    metrics.claimed(queue, jobs, loop.time() - sent)
                 for job in jobs:
                     self._start(job, sent)
                 if jobs:
@@ -423,8 +432,14 @@ class Worker:
     async def _run_job(self, attempt: Attempt) -> None:
         job = attempt.job
         ctx = JobContext(self.pool, job)
+        metrics = self.metrics
         try:
-            outcome: Outcome | None = await self._call_handler(job, ctx)
+            if metrics is None:
+                outcome: Outcome | None = await self._call_handler(job, ctx)
+            else:
+                started = time.perf_counter()
+                outcome = await self._call_handler(job, ctx)
+                metrics.attempt_finished(job, outcome.status, time.perf_counter() - started)
             if ctx.connection is not None:
                 outcome = await self._complete_in_transaction(attempt, ctx, outcome)
             attempt.done = True
@@ -542,6 +557,8 @@ class Worker:
             self._let_go(attempt)
             return None
         await ctx.commit()
+        if self.metrics is not None:
+            self.metrics.outcomes_written([outcome], accepted)  # not the completer's batch
         self._written([outcome], Written(accepted))
         return None
 

@@ -833,6 +833,88 @@ SELECT n_dead_tup AS dead, n_live_tup AS live,
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 WHERE s.relid = 'jobs'::regclass;
 
+-- name: metrics_gauges --
+-- Everything GET /metrics reads from the database, in one statement (aqueue/metrics.py
+-- caches it for a couple of seconds and shares it between concurrent scrapes): per queue
+-- (every queue with jobs in the hot table, a live worker or a row in `queues`), arrays in
+-- queue order: due jobs (PENDING or RETRY, run_after passed, not waiting on dependencies),
+-- the depth by status as GET /queues counts it, the age of the oldest due job, the live
+-- workers serving it ($1: seconds without a heartbeat after which a worker is lost);
+-- then the bloat guardrails: the hot table's tuples, vacuums and size, the history's size,
+-- and the sessions of this database that hold back vacuum. A session's horizon is the
+-- older of its snapshot's xmin and its own xid (an idle read-committed transaction that
+-- wrote has no xmin, only its xid); autovacuum workers never hold anything back, and
+-- since PostgreSQL 14 only this database's sessions (and a standby's walsender) count.
+-- This statement's own session is left out. Sessions of other roles show their state
+-- only to a role with pg_read_all_stats (pg_monitor).
+WITH depth AS (
+    SELECT queue,
+           count(*) FILTER (WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0
+                            AND run_after <= now()) AS due,
+           count(*) FILTER (WHERE status = 'PENDING' AND waiting_for = 0
+                            AND run_after <= now()) AS pending,
+           count(*) FILTER (WHERE status = 'PENDING' AND waiting_for = 0
+                            AND run_after > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'PENDING' AND waiting_for > 0) AS waiting,
+           count(*) FILTER (WHERE status = 'RETRY') AS retry,
+           count(*) FILTER (WHERE status = 'RUNNING') AS running,
+           extract(epoch FROM now() - min(run_after) FILTER (
+               WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0
+                 AND run_after <= now()))::float8 AS oldest_due_seconds
+    FROM jobs WHERE status IN ('PENDING', 'RETRY', 'RUNNING')
+    GROUP BY queue
+), alive AS (
+    SELECT q.key AS queue, count(*) AS workers
+    FROM workers w, jsonb_each(w.queues) q
+    WHERE w.stopped_at IS NULL AND w.last_heartbeat > now() - make_interval(secs => $1)
+    GROUP BY q.key
+), per_queue AS (
+    SELECT n.queue, coalesce(d.due, 0) AS due, coalesce(d.pending, 0) AS pending,
+           coalesce(d.scheduled, 0) AS scheduled, coalesce(d.waiting, 0) AS waiting,
+           coalesce(d.retry, 0) AS retry, coalesce(d.running, 0) AS running,
+           greatest(coalesce(d.oldest_due_seconds, 0), 0) AS oldest_due_seconds,
+           coalesce(a.workers, 0) AS workers
+    FROM (SELECT queue FROM depth UNION SELECT queue FROM alive
+          UNION SELECT name FROM queues) n
+    LEFT JOIN depth d ON d.queue = n.queue
+    LEFT JOIN alive a ON a.queue = n.queue
+), sessions AS (
+    SELECT state, xact_start,
+           greatest(age(backend_xmin), age(backend_xid)) AS horizon_age
+    FROM pg_stat_activity
+    WHERE pid <> pg_backend_pid() AND backend_type <> 'autovacuum worker'
+      AND (datname = current_database() OR backend_type = 'walsender')
+)
+SELECT q.*, h.*, s.*,
+       pg_total_relation_size('jobs') AS jobs_bytes,
+       pg_total_relation_size('jobs_history') AS history_bytes
+FROM (
+    SELECT array_agg(queue ORDER BY queue) AS queues, array_agg(due ORDER BY queue) AS due,
+           array_agg(pending ORDER BY queue) AS pending,
+           array_agg(scheduled ORDER BY queue) AS scheduled,
+           array_agg(waiting ORDER BY queue) AS waiting,
+           array_agg(retry ORDER BY queue) AS retry,
+           array_agg(running ORDER BY queue) AS running,
+           array_agg(oldest_due_seconds ORDER BY queue) AS oldest_due_seconds,
+           array_agg(workers ORDER BY queue) AS workers
+    FROM per_queue
+) q, (
+    SELECT coalesce(max(n_dead_tup), 0) AS dead_tuples,
+           coalesce(max(n_live_tup), 0) AS live_tuples,
+           coalesce(max(extract(epoch FROM last_autovacuum)), 0)::float8 AS last_autovacuum,
+           coalesce(max(extract(epoch FROM last_vacuum)), 0)::float8 AS last_vacuum
+    FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass
+) h, (
+    SELECT coalesce(max(horizon_age), 0) AS oldest_xmin_age,
+           greatest(coalesce(extract(epoch FROM now() - min(xact_start)), 0), 0)::float8
+               AS oldest_transaction_seconds,
+           count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_in_transaction,
+           greatest(coalesce(extract(epoch FROM now() - min(xact_start) FILTER (
+               WHERE state LIKE 'idle in transaction%')), 0), 0)::float8
+               AS idle_in_transaction_seconds
+    FROM sessions
+) s;
+
 -- name: vacuum_jobs --
 -- Not in a transaction (VACUUM refuses one); SKIP_LOCKED: when another reaper's VACUUM
 -- holds the table, this one returns at once instead of queueing behind it.

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from aqueue import store
+from aqueue.metrics import Metrics
 from aqueue.model import Job, JobStatus
 from aqueue.notifier import Notifier
 from aqueue.registry import Registry, builtin_registry
@@ -57,13 +58,22 @@ async def running_worker(
     pool: asyncpg.Pool,
     url: str,
     registry: Registry | None = None,
+    metrics: Metrics | None = None,
     **settings: object,
 ) -> AsyncIterator[RunningWorker]:
     reg = builtin_registry()
     if registry is not None:
         reg.include(registry)
-    notifier = Notifier(url)
-    worker = Worker(pool, url, notifier, reg, fast_settings(**settings), worker_id=new_process_id())
+    notifier = Notifier(url, metrics)
+    worker = Worker(
+        pool,
+        url,
+        notifier,
+        reg,
+        fast_settings(**settings),
+        worker_id=new_process_id(),
+        metrics=metrics,
+    )
     tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(worker.run())]
     await asyncio.wait_for(notifier.connected.wait(), 10)
     running = RunningWorker(worker, notifier, tasks)

@@ -15,11 +15,13 @@ from starlette.routing import Route
 
 from aqueue import store
 from aqueue.api import jobs, queues, schedules, workers
+from aqueue.api import metrics as metrics_api
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
 from aqueue.api.ratelimit import RateLimiter
 from aqueue.db import is_connection_error
+from aqueue.metrics import Metrics
 from aqueue.notifier import Notifier
 from aqueue.settings import Settings
 
@@ -84,22 +86,29 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 # (Kubernetes sends Host: <pod IP>:<port>), not the public name --allowed-hosts lists, and
 # neither probe says anything worth a DNS-rebinding attack.
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+# Scraped by Prometheus, which names the target's address too; no rate limit either (a
+# scrape is no client's request, and a refused scrape is a gap in every graph).
+EXEMPT_PATHS = PROBE_PATHS | {metrics_api.PATH}
 
 
 def create_app(
-    pool: asyncpg.Pool, settings: Settings, notifier: Notifier | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    notifier: Notifier | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The API. `notifier` is the process's one LISTEN connection, which long-polls wait
     on; without one (an app mounted on its own) they look at the job every poll
-    interval instead."""
+    interval instead. `metrics`: the process's, served at GET /metrics and counting
+    the jobs enqueued here; without one there is no /metrics."""
     hosts = settings.api_allowed_hosts
     middleware = []
     if "*" not in hosts:
-        middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=PROBE_PATHS))
+        middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=EXEMPT_PATHS))
     if settings.rate_limit is not None:
         # after the Host check: a request refused for its Host spends no budget
         middleware.append(
-            Middleware(RateLimiter, pool=pool, limit=settings.rate_limit, exempt_paths=PROBE_PATHS)
+            Middleware(RateLimiter, pool=pool, limit=settings.rate_limit, exempt_paths=EXEMPT_PATHS)
         )
     app = Starlette(
         middleware=middleware,
@@ -111,6 +120,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *(metrics_api.routes if metrics is not None else []),
         ],
         exception_handlers={
             ApiError: _api_error,
@@ -122,4 +132,5 @@ def create_app(
     app.state.pool = pool
     app.state.settings = settings
     app.state.notifier = notifier
+    app.state.metrics = metrics
     return app

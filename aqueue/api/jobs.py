@@ -59,7 +59,7 @@ async def create_job(request: Request) -> JSONResponse:
 
 async def _submit(request: Request, spec: JobSpec) -> tuple[Job, bool]:
     try:
-        return await producer.submit(request.app.state.pool, spec)
+        return await producer.submit(request.app.state.pool, spec, request.app.state.metrics)
     except store.UnknownDependency as exc:
         raise ApiError(400, str(exc)) from None
 

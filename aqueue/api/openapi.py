@@ -31,8 +31,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "aqueue",
             "version": "0.1.0",
-            "description": "A PostgreSQL-backed job queue. Every route but /healthz and "
-            "/readyz answers 400 to a Host header outside aqueue serve --allowed-hosts.",
+            "description": "A PostgreSQL-backed job queue. Every route but /healthz, "
+            "/readyz and /metrics answers 400 to a Host header outside aqueue serve "
+            "--allowed-hosts.",
         },
         "paths": {
             "/jobs": {
@@ -270,6 +271,17 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "Ready"},
                         "503": {"description": "Database unreachable (the detail is logged)"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this process (and the database gauges)",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
                     },
                 }
             },

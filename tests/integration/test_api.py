@@ -17,6 +17,7 @@ import pytest
 from aqueue import db, store
 from aqueue.api.app import create_app
 from aqueue.api.openapi import openapi_document
+from aqueue.metrics import Metrics
 from aqueue.model import JobSpec
 from aqueue.producer import enqueue, enqueue_many
 from aqueue.settings import Settings
@@ -716,7 +717,7 @@ async def test_openapi_documents_the_415_of_routes_that_read_json(client, path):
 
 
 async def test_openapi_documents_every_route_the_app_serves(pool):
-    app = create_app(pool, Settings())
+    app = create_app(pool, Settings(), metrics=Metrics())
     doc = openapi_document()
     for route in app.routes:
         path = getattr(route, "path", "")

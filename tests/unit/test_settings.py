@@ -476,3 +476,19 @@ def test_rate_limit_refuses_what_is_not_a_rate(text):
 def test_rate_limit_is_off_unless_asked_for():
     assert settings_for("serve").rate_limit is None
     assert str(settings_for("serve", "--rate-limit", "5/s").rate_limit) == "5/s"
+
+
+def test_metrics_port_comes_from_its_flag_or_variable_and_is_off_by_default(monkeypatch):
+    assert settings_for("serve").metrics_port is None
+    monkeypatch.setenv("AQUEUE_METRICS_PORT", "9100")
+    assert settings_for("serve").metrics_port == 9100
+    assert settings_for("serve", "--metrics-port", "9200").metrics_port == 9200
+    with pytest.raises(SettingsError, match=r"^--metrics-port must be"):
+        settings_for("serve", "--metrics-port", "0")
+
+
+def test_metrics_port_may_not_be_the_api_port_when_the_api_runs():
+    with pytest.raises(SettingsError, match="--metrics-port must differ from --port"):
+        settings_for("serve", "--port", "9000", "--metrics-port", "9000")
+    worker = settings_for("serve", "--roles", "worker", "--port", "9000", "--metrics-port", "9000")
+    assert worker.metrics_port == 9000  # no api: --port is not listened on
