@@ -1,0 +1,118 @@
+"""compose.yaml: valid against the compose spec, and what its services set is what aqueue
+reads, so that the README's commands do what they say."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from aqueue.settings import ALL_ROLES, Settings
+from tests.deploy.files import (
+    COMPOSE,
+    METRICS_PORT,
+    compose,
+    interpolate,
+    metrics_port_of,
+    run,
+    settings_of,
+    tool,
+    unknown_variables,
+    worker_stop_bound,
+)
+
+AQUEUE_SERVICES = ("api", "worker", "scheduler")
+
+
+def _env(service: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as compose gives it, with `environ` as the shell's."""
+    raw: dict[str, Any] = compose()["services"][service]["environment"]
+    return {key: interpolate(str(value), environ or {}) for key, value in raw.items()}
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)s", duration)
+    assert match, f"{duration}: give it in seconds"
+    return float(match[1])
+
+
+def test_it_is_valid_against_the_compose_spec():
+    checker = tool("check-jsonschema", "PyPI check-jsonschema")
+    result = run(checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_spec_check_would_find_a_mistyped_key(tmp_path):
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("stop_grace_period: 45s", "stop_grace: 45s"))
+    checker = tool("check-jsonschema", "PyPI check-jsonschema")
+    result = run(checker, "--builtin-schema", "vendor.compose-spec", str(broken))
+    assert result.returncode != 0 and "stop_grace" in result.stdout
+
+
+def test_postgres_16_with_a_named_volume_and_a_pg_isready_healthcheck():
+    services = compose()["services"]
+    db = services["db"]
+    assert re.fullmatch(r"postgres:16(\.\d+)?(-\w+)?", db["image"])
+    [volume] = db["volumes"]
+    name, _, target = volume.partition(":")
+    assert name in compose()["volumes"] and target == "/var/lib/postgresql/data"
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("service", AQUEUE_SERVICES)
+def test_each_role_runs_from_the_one_image_once_postgres_is_healthy(service):
+    spec = compose()["services"][service]
+    assert spec["build"] == "." and spec["image"] == compose()["services"]["api"]["image"]
+    assert spec["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert "networks" not in spec, "the default network: compose.observability.yaml finds it"
+
+
+@pytest.mark.parametrize("service", AQUEUE_SERVICES)
+def test_every_variable_a_service_sets_is_one_aqueue_reads(service):
+    env = _env(service)
+    assert not unknown_variables(env), f"{service}: aqueue reads no {unknown_variables(env)}"
+    settings_of(env)  # and it takes every value
+
+
+def test_the_services_run_every_role_between_them():
+    roles = {service: settings_of(_env(service)).roles for service in AQUEUE_SERVICES}
+    assert roles == {"api": ("api",), "worker": ("worker",), "scheduler": ("scheduler", "reaper")}
+    assert {r for rs in roles.values() for r in rs} == set(ALL_ROLES)
+
+
+def test_the_default_database_url_is_the_db_service():
+    db = compose()["services"]["db"]["environment"]
+    url = (
+        f"postgresql://{db['POSTGRES_USER']}:{db['POSTGRES_PASSWORD']}@db:5432/{db['POSTGRES_DB']}"
+    )
+    for service in AQUEUE_SERVICES:
+        assert settings_of(_env(service)).database_url == url
+        elsewhere = _env(service, {"DATABASE_URL": "postgresql://u@elsewhere/x"})
+        assert settings_of(elsewhere).database_url == "postgresql://u@elsewhere/x"
+
+
+def test_queue_from_the_shell_chooses_the_workers_queues():
+    # QUEUE=email docker compose up -d worker
+    assert settings_of(_env("worker")).queues == {"default": Settings().concurrency}
+    assert settings_of(_env("worker", {"QUEUE": "email"})).queues == {"email": 10}
+    assert settings_of(_env("worker", {"QUEUE": "default,email:5"})).queues == {
+        "default": 10,
+        "email": 5,
+    }
+
+
+def test_the_api_port_is_published_on_loopback_and_the_metrics_ports_exposed():
+    services = compose()["services"]
+    [published] = services["api"]["ports"]
+    assert published == f"127.0.0.1:{Settings().port}:{settings_of(_env('api')).port}"
+    for service in ("worker", "scheduler"):
+        assert metrics_port_of(_env(service)) == METRICS_PORT
+        assert services[service]["expose"] == [str(METRICS_PORT)]
+
+
+def test_a_stopping_worker_gets_its_shutdown_grace_and_time_to_release():
+    grace = settings_of(_env("worker")).shutdown_grace_seconds
+    stop = _seconds(compose()["services"]["worker"]["stop_grace_period"])
+    assert grace + 10 <= stop <= worker_stop_bound(grace)
