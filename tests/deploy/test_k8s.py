@@ -277,3 +277,25 @@ def test_hpas_scale_their_deployment_on_cpu_from_its_replicas(hpa, path):
     [cpu] = [m for m in spec["metrics"] if m["type"] == "Resource"]
     assert cpu["resource"]["name"] == "cpu"
     assert "cpu" in _container(k8s_object("Deployment", hpa))["resources"]["requests"]
+
+
+def _connections(settings: Settings) -> int:
+    """The database connections one `aqueue serve` process holds at most: its pool, the
+    LISTEN connection of api, worker and scheduler, and a worker's own connections (a
+    claim loop per queue, the completer, the heartbeat: db.OwnConnection)."""
+    count = settings.pool_size + 1
+    if "worker" in settings.roles:
+        count += len(settings.queues) + 2
+    return count
+
+
+def test_postgres_takes_the_connections_of_every_replica_the_hpas_may_run():
+    most = dict(DEPLOYMENTS)
+    for hpa in ("aqueue-api", "aqueue-worker"):
+        path = K8S / ("api.yaml" if hpa == "aqueue-api" else "worker-hpa.yaml")
+        most[hpa] = k8s_object("HorizontalPodAutoscaler", hpa, path)["spec"]["maxReplicas"]
+    needed = sum(n * _connections(settings_of(pod_env(name))) for name, n in most.items())
+    args = _container(k8s_object("StatefulSet", "aqueue-postgres"))["args"]
+    limit = int(args[args.index("-c") + 1].removeprefix("max_connections="))
+    # room left for superusers (3), KEDA's scaler and an operator's psql
+    assert needed + 20 <= limit, (needed, limit)
