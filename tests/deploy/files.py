@@ -21,7 +21,7 @@ import yaml
 from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
 from aqueue.server import POOL_CLOSE_SECONDS
-from aqueue.settings import OPTIONS, Settings, load_settings
+from aqueue.settings import OPTIONS, Option, Settings, load_settings
 from aqueue.worker import Worker
 from tests.helpers import ROOT
 
@@ -118,6 +118,15 @@ class Stage:
     def all(self, keyword: str) -> list[str]:
         return [args for kw, args in self.instructions if kw == keyword]
 
+    def copied(self) -> list[str]:
+        """The sources of its COPY instructions (paths in the build context)."""
+        return [
+            word
+            for args in self.all("COPY")
+            for word in args.split()[:-1]
+            if not word.startswith("--")
+        ]
+
     def env(self) -> dict[str, str]:
         """ENV key=value pairs, in order (later ones win)."""
         values: dict[str, str] = {}
@@ -172,8 +181,12 @@ def exec_form(args: str) -> list[str]:
 # --- the program ---------------------------------------------------------------------------
 
 
+def _metrics_port_row() -> Option | None:
+    return next((o for o in OPTIONS if o.flag == METRICS_PORT_FLAG), None)
+
+
 def metrics_port_option() -> bool:
-    return any(o.flag == METRICS_PORT_FLAG for o in OPTIONS)
+    return _metrics_port_row() is not None
 
 
 def variables_aqueue_reads() -> set[str]:
@@ -195,8 +208,9 @@ def settings_of(env: Mapping[str, str]) -> Settings:
 
 
 def metrics_port_of(env: Mapping[str, str]) -> int | None:
-    if metrics_port_option():
-        port = getattr(settings_of(env), "metrics_port", None)
+    row = _metrics_port_row()
+    if row is not None:
+        port = getattr(settings_of(env), row.name)
         return None if port is None else int(port)
     value = env.get(METRICS_PORT_ENV)
     return int(value) if value else None
@@ -221,3 +235,35 @@ def worker_stop_bound(grace: float) -> float:
     settings = Settings().with_overrides(shutdown_grace_seconds=grace)
     stop_seconds = Worker.stop_seconds.fget(SimpleNamespace(settings=settings))  # type: ignore[attr-defined]
     return float(stop_seconds + Reaper.stop_seconds + Notifier.stop_seconds + POOL_CLOSE_SECONDS)
+
+
+# --- what a pod of k8s/ gets -----------------------------------------------------------------
+
+EXAMPLE_SECRET = K8S / "examples" / "secret.yaml"
+
+
+def pod_container(workload: dict[str, Any]) -> dict[str, Any]:
+    """The one container of a Deployment's or StatefulSet's pods."""
+    [only] = workload["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def example_secret() -> dict[str, str]:
+    data: dict[str, str] = k8s_object("Secret", "aqueue-db", EXAMPLE_SECRET)["stringData"]
+    return data
+
+
+def pod_env(name: str) -> dict[str, str]:
+    """A Deployment's environment as its container gets it (the example Secret's values)."""
+    spec = pod_container(k8s_object("Deployment", name))
+    env: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        env.update(k8s_object("ConfigMap", source["configMapRef"]["name"])["data"])
+    for var in spec.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "aqueue-db"
+            env[var["name"]] = example_secret()[ref["key"]]
+    return env

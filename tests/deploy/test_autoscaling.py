@@ -6,7 +6,6 @@ against a real PostgreSQL). Both must count what GET /queues/depth counts."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,19 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-import aqueue
-from aqueue import control, enqueue, store
+from aqueue import control, enqueue
 from aqueue.api.app import create_app
 from aqueue.settings import Settings
-from tests.deploy.files import AWAITED_METRICS, K8S, k8s_object, run, settings_of, tool
-from tests.deploy.test_k8s import pod_env
+from tests.deploy.files import (
+    AWAITED_METRICS,
+    K8S,
+    k8s_object,
+    pod_env,
+    run,
+    settings_of,
+    tool,
+)
+from tests.helpers import jobs_in_every_state
 
 ADAPTER = K8S / "optional" / "prometheus-adapter"
 KEDA = K8S / "optional" / "keda" / "worker-scaledobject.yaml"
@@ -217,31 +223,20 @@ def test_the_scaledobject_takes_over_the_worker_hpa_and_reads_the_workers_url():
     assert float(postgresql["targetQueryValue"]) == float(
         _external_metric()["target"]["averageValue"]
     )
-    assert _keda_trigger("cpu")["metadata"]["value"] == str(
-        k8s_object("HorizontalPodAutoscaler", "aqueue-worker", K8S / "worker-hpa.yaml")["spec"][
-            "metrics"
-        ][0]["resource"]["target"]["averageUtilization"]
-    )
+    [cpu] = cpu_hpa["spec"]["metrics"]
+    utilization = cpu["resource"]["target"]["averageUtilization"]
+    assert _keda_trigger("cpu")["metadata"]["value"] == str(utilization)
 
 
 async def test_the_keda_query_counts_what_queue_depth_counts_on_the_real_schema(pool):
     query = _keda_trigger("postgresql")["metadata"]["query"]
     [queue] = [q for q in _worker_queues() if f"queue = '{q}'" in query]
-    later = datetime.now(UTC) + timedelta(hours=1)
-    parent = await enqueue(pool, "demo.echo", {}, queue=queue)
-    await enqueue(pool, "demo.echo", {}, queue=queue)
-    retrying = await enqueue(pool, "demo.echo", {}, queue=queue)
-    await pool.execute("UPDATE jobs SET status = 'RETRY' WHERE id = $1", retrying.id)
-    await enqueue(pool, "demo.echo", {}, queue=queue, run_after=later)
-    await enqueue(pool, "demo.echo", {}, queue=queue, depends_on=[parent.id])
-    await aqueue.cancel(pool, (await enqueue(pool, "demo.echo", {}, queue=queue)).id)
+    due = await jobs_in_every_state(pool, queue)
     await enqueue(pool, "demo.echo", {}, queue="elsewhere")
-    running = await enqueue(pool, "demo.echo", {}, queue=queue, priority=1000)
-    assert [j.id for j in await store.claim(pool, queue, 1, "w", 30)] == [running.id]
 
     counted = await pool.fetchval(query)
     [depth] = await control.depths(pool, [queue])
-    assert counted == depth.pending == 3
+    assert counted == depth.pending == due
     assert isinstance(counted, int), "KEDA needs a number"
     # and with nothing there: 0, not NULL
     await pool.execute("DELETE FROM jobs")

@@ -153,12 +153,7 @@ def in_build_context(path: str) -> bool:
 
 def _copied_files() -> list[str]:
     _, (build, _) = dockerfile()
-    sources = [
-        word
-        for args in build.all("COPY")
-        for word in args.split()[:-1]
-        if not word.startswith("--")
-    ]
+    sources = build.copied()
     listed = run("git", "ls-files", "--cached", "--others", "--exclude-standard", *sources)
     files = listed.stdout.split()
     assert {f.split("/")[0] for f in files} == set(sources), f"not in the repository: {sources}"

@@ -39,16 +39,14 @@ from tests.helpers import free_port
 def _build_context(into: Path) -> None:
     """What the build stage's COPY instructions put in /src."""
     _, (build, _) = dockerfile()
-    for args in build.all("COPY"):
-        *sources, _target = args.split()
-        for source in sources:
-            src = ROOT / source
-            if src.is_dir():
-                shutil.copytree(
-                    src, into / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-                )
-            else:
-                shutil.copy2(src, into / source)
+    for source in build.copied():
+        src = ROOT / source
+        if src.is_dir():
+            shutil.copytree(
+                src, into / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        else:
+            shutil.copy2(src, into / source)
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,13 @@ from tests.deploy.files import (
     ROOT,
     applied_by_default,
     dockerfile,
+    example_secret,
     k8s_files,
     k8s_object,
     k8s_objects,
     metrics_port_of,
+    pod_container,
+    pod_env,
     run,
     served_port,
     settings_of,
@@ -34,7 +37,6 @@ from tests.deploy.files import (
 NATIVE = [p for p in k8s_files() if "keda" not in p.parts]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DEPLOYMENTS = {"aqueue-api": 2, "aqueue-worker": 3, "aqueue-scheduler": 2}
-EXAMPLE_SECRET = K8S / "examples" / "secret.yaml"
 
 
 def _kubernetes_versions() -> list[str]:
@@ -82,32 +84,6 @@ def _deployments() -> list[dict[str, Any]]:
     return [o for o in k8s_objects(applied_by_default()) if o["kind"] == "Deployment"]
 
 
-def _container(workload: dict[str, Any]) -> dict[str, Any]:
-    [container] = workload["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def _secret() -> dict[str, str]:
-    data: dict[str, str] = k8s_object("Secret", "aqueue-db", EXAMPLE_SECRET)["stringData"]
-    return data
-
-
-def pod_env(name: str) -> dict[str, str]:
-    """A Deployment's environment as its container gets it (the example Secret's values)."""
-    container = _container(k8s_object("Deployment", name))
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        env.update(k8s_object("ConfigMap", source["configMapRef"]["name"])["data"])
-    for var in container.get("env", []):
-        if "value" in var:
-            env[var["name"]] = var["value"]
-        else:
-            ref = var["valueFrom"]["secretKeyRef"]
-            assert ref["name"] == "aqueue-db"
-            env[var["name"]] = _secret()[ref["key"]]
-    return env
-
-
 def test_the_deployments_and_their_replicas():
     assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in _deployments()} == DEPLOYMENTS
 
@@ -133,7 +109,7 @@ def test_the_deployments_run_every_role_between_them():
 def test_pods_run_the_image_as_its_user_locked_down_with_resources(name):
     deployment = k8s_object("Deployment", name)
     pod = deployment["spec"]["template"]["spec"]
-    container = _container(deployment)
+    container = pod_container(deployment)
     assert container["image"] == f"aqueue:{VERSION}"
     assert container["args"] == ["serve"]
     _, (_, runtime) = dockerfile()
@@ -161,7 +137,7 @@ def _assert_locked_down(pod: dict[str, Any], container: dict[str, Any]) -> None:
 def test_postgres_runs_as_its_own_user_locked_down_too():
     statefulset = k8s_object("StatefulSet", "aqueue-postgres")
     pod = statefulset["spec"]["template"]["spec"]
-    container = _container(statefulset)
+    container = pod_container(statefulset)
     assert container["image"].startswith("postgres:16")
     assert pod["securityContext"]["runAsNonRoot"] is True
     _assert_locked_down(pod, container)
@@ -184,7 +160,7 @@ def _port(container: dict[str, Any], name_or_number: str | int) -> int:
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_probes_ask_the_port_the_process_serves_on_routes_it_answers_to_any_host(name):
-    container = _container(k8s_object("Deployment", name))
+    container = pod_container(k8s_object("Deployment", name))
     env = pod_env(name)
     port = served_port(env)
     assert [p["containerPort"] for p in container["ports"]] == [port]
@@ -226,7 +202,7 @@ def test_the_api_service_reaches_the_api_pods_on_their_port():
     ]
     assert selected == ["aqueue-api"]
     [port] = service["spec"]["ports"]
-    assert _port(_container(api), port["targetPort"]) == Settings().port
+    assert _port(pod_container(api), port["targetPort"]) == Settings().port
 
 
 def test_postgres_is_a_statefulset_with_its_volume_behind_a_headless_service():
@@ -236,17 +212,17 @@ def test_postgres_is_a_statefulset_with_its_volume_behind_a_headless_service():
     assert statefulset["spec"]["serviceName"] == "aqueue-postgres"
     assert _selects(service["spec"]["selector"], statefulset)
     [claim] = statefulset["spec"]["volumeClaimTemplates"]
-    mounts = {m["name"]: m["mountPath"] for m in _container(statefulset)["volumeMounts"]}
+    mounts = {m["name"]: m["mountPath"] for m in pod_container(statefulset)["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data"
-    env = {e["name"]: e for e in _container(statefulset)["env"]}
+    env = {e["name"]: e for e in pod_container(statefulset)["env"]}
     assert env["PGDATA"]["value"].startswith("/var/lib/postgresql/data/"), "below lost+found"
     # the example DATABASE_URL reaches it: its user, database and Service, by namespace
-    url = urlsplit(_secret()["DATABASE_URL"])
+    url = urlsplit(example_secret()["DATABASE_URL"])
     assert url.username == env["POSTGRES_USER"]["value"]
     assert url.path == "/" + env["POSTGRES_DB"]["value"]
     assert url.hostname and url.hostname.split(".")[0] == "aqueue-postgres"
     assert url.hostname.endswith(".svc") and url.port == service["spec"]["ports"][0]["port"]
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] in _secret()
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] in example_secret()
 
 
 def test_the_workers_get_their_shutdown_grace_and_time_to_release_before_a_kill():
@@ -276,7 +252,7 @@ def test_hpas_scale_their_deployment_on_cpu_from_its_replicas(hpa, path):
     assert spec["minReplicas"] == DEPLOYMENTS[hpa] < spec["maxReplicas"]
     [cpu] = [m for m in spec["metrics"] if m["type"] == "Resource"]
     assert cpu["resource"]["name"] == "cpu"
-    assert "cpu" in _container(k8s_object("Deployment", hpa))["resources"]["requests"]
+    assert "cpu" in pod_container(k8s_object("Deployment", hpa))["resources"]["requests"]
 
 
 def _connections(settings: Settings) -> int:
@@ -295,7 +271,7 @@ def test_postgres_takes_the_connections_of_every_replica_the_hpas_may_run():
         path = K8S / ("api.yaml" if hpa == "aqueue-api" else "worker-hpa.yaml")
         most[hpa] = k8s_object("HorizontalPodAutoscaler", hpa, path)["spec"]["maxReplicas"]
     needed = sum(n * _connections(settings_of(pod_env(name))) for name, n in most.items())
-    args = _container(k8s_object("StatefulSet", "aqueue-postgres"))["args"]
+    args = pod_container(k8s_object("StatefulSet", "aqueue-postgres"))["args"]
     limit = int(args[args.index("-c") + 1].removeprefix("max_connections="))
     # room left for superusers (3), KEDA's scaler and an operator's psql
     assert needed + 20 <= limit, (needed, limit)

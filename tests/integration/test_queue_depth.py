@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -15,6 +14,7 @@ import aqueue
 from aqueue import control, enqueue, store
 from aqueue.api.app import create_app
 from aqueue.settings import Settings
+from tests.helpers import jobs_in_every_state
 
 
 @asynccontextmanager
@@ -24,28 +24,9 @@ async def client_of(pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _make_due_since(pool: asyncpg.Pool, job_id: object, seconds: float) -> None:
-    await pool.execute(
-        "UPDATE jobs SET run_after = now() - make_interval(secs => $2) WHERE id = $1",
-        job_id,
-        seconds,
-    )
-
-
 async def test_depth_counts_due_pending_and_retry_jobs_only(pool):
-    due = await enqueue(pool, "demo.echo", {}, queue="email")
-    await _make_due_since(pool, due.id, 90)
-    await enqueue(pool, "demo.echo", {}, queue="email")
-    retrying = await enqueue(pool, "demo.echo", {}, queue="email")
-    await pool.execute("UPDATE jobs SET status = 'RETRY' WHERE id = $1", retrying.id)
-    # not due, not waiting for a worker, or finished: none of these count
-    later = datetime.now(UTC) + timedelta(hours=1)
-    await enqueue(pool, "demo.echo", {}, queue="email", run_after=later)
-    retry_later = await enqueue(pool, "demo.echo", {}, queue="email", run_after=later)
-    await pool.execute("UPDATE jobs SET status = 'RETRY' WHERE id = $1", retry_later.id)
-    await enqueue(pool, "demo.echo", {}, queue="email", depends_on=[due.id])
-    cancelled = await enqueue(pool, "demo.echo", {}, queue="email")
-    await aqueue.cancel(pool, cancelled.id)
+    due = await jobs_in_every_state(pool, "email")
+    # a queue with only a running job has nothing due, and no stored state: not listed
     running = await enqueue(pool, "demo.echo", {}, queue="busy")
     assert [j.id for j in await store.claim(pool, "busy", 1, "w", 30)] == [running.id]
 
@@ -53,9 +34,9 @@ async def test_depth_counts_due_pending_and_retry_jobs_only(pool):
         r = await client.get("/queues/depth")
     assert r.status_code == 200, r.text
     queues = r.json()["queues"]
-    assert set(queues) == {"email"}  # "busy" has nothing due and no stored state
+    assert set(queues) == {"email"}
     email = queues["email"]
-    assert email["pending"] == 3
+    assert email["pending"] == due
     assert 90 <= email["oldest_pending_seconds"] < 120
     assert email["paused"] is False
 
