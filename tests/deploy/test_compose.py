@@ -116,3 +116,10 @@ def test_a_stopping_worker_gets_its_shutdown_grace_and_time_to_release():
     grace = settings_of(_env("worker")).shutdown_grace_seconds
     stop = _seconds(compose()["services"]["worker"]["stop_grace_period"])
     assert grace + 10 <= stop <= worker_stop_bound(grace)
+
+
+def test_the_api_answers_local_names_and_its_service_name_only():
+    # published on the host's loopback, it keeps the DNS-rebinding defence of a local run
+    hosts = settings_of(_env("api")).api_allowed_hosts
+    assert "*" not in hosts
+    assert {"localhost", "127.0.0.1", "[::1]", "api"} == set(hosts)
