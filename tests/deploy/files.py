@@ -20,7 +20,8 @@ import yaml
 
 from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
-from aqueue.server import POOL_CLOSE_SECONDS
+from aqueue.scheduler import Scheduler
+from aqueue.server import POOL_CLOSE_SECONDS, ApiRole
 from aqueue.settings import OPTIONS, Option, Settings, load_settings
 from aqueue.worker import Worker
 from tests.helpers import ROOT
@@ -227,14 +228,25 @@ def served_port(env: Mapping[str, str]) -> int:
     return port
 
 
-def worker_stop_bound(grace: float) -> float:
-    """The longest `aqueue serve --roles worker` takes to stop after SIGTERM when every step
-    runs out its time (a database that stopped answering): the worker's own bound (grace,
-    then cancelling, outcomes and releases), then the reaper's, the notifier's and the
-    pool's. Waiting longer than this before a kill gains nothing."""
-    settings = Settings().with_overrides(shutdown_grace_seconds=grace)
-    stop_seconds = Worker.stop_seconds.fget(SimpleNamespace(settings=settings))  # type: ignore[attr-defined]
-    return float(stop_seconds + Reaper.stop_seconds + Notifier.stop_seconds + POOL_CLOSE_SECONDS)
+def stop_bound(settings: Settings) -> float:
+    """The longest `aqueue serve` with these settings takes to stop after SIGTERM when every
+    step runs out its time (a database that stopped answering): the roles' allowances one
+    after the other, as server.RoleGroup.stop gives them (a worker: its grace, then
+    cancelling, outcomes and releases), then the pool's. Waiting longer than this before a
+    kill gains nothing; a role stopped sooner gives its time back."""
+    roles = set(settings.roles)
+    seconds = POOL_CLOSE_SECONDS
+    if "api" in roles:
+        seconds += ApiRole.stop_seconds
+    if "worker" in roles:
+        seconds += Worker.stop_seconds.fget(SimpleNamespace(settings=settings))  # type: ignore[attr-defined]
+    if "scheduler" in roles:
+        seconds += Scheduler.stop_seconds
+    if roles & {"worker", "reaper"}:
+        seconds += Reaper.stop_seconds
+    if roles & {"api", "worker", "scheduler"}:
+        seconds += Notifier.stop_seconds
+    return float(seconds)
 
 
 # --- what a pod of k8s/ gets -----------------------------------------------------------------

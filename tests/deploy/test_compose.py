@@ -17,9 +17,9 @@ from tests.deploy.files import (
     metrics_port_of,
     run,
     settings_of,
+    stop_bound,
     tool,
     unknown_variables,
-    worker_stop_bound,
 )
 
 AQUEUE_SERVICES = ("api", "worker", "scheduler")
@@ -113,9 +113,15 @@ def test_the_api_port_is_published_on_loopback_and_the_metrics_ports_exposed():
 
 
 def test_a_stopping_worker_gets_its_shutdown_grace_and_time_to_release():
-    grace = settings_of(_env("worker")).shutdown_grace_seconds
+    settings = settings_of(_env("worker"))
     stop = _seconds(compose()["services"]["worker"]["stop_grace_period"])
-    assert grace + 10 <= stop <= worker_stop_bound(grace)
+    assert settings.shutdown_grace_seconds + 10 <= stop <= stop_bound(settings)
+
+
+@pytest.mark.parametrize("service", ["api", "scheduler"])
+def test_the_other_services_stop_before_docker_would_kill_them(service):
+    stop = _seconds(compose()["services"][service]["stop_grace_period"])
+    assert stop_bound(settings_of(_env(service))) <= stop
 
 
 def test_the_api_answers_local_names_and_its_service_name_only():

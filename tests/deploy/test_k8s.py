@@ -29,9 +29,9 @@ from tests.deploy.files import (
     run,
     served_port,
     settings_of,
+    stop_bound,
     tool,
     unknown_variables,
-    worker_stop_bound,
 )
 
 NATIVE = [p for p in k8s_files() if "keda" not in p.parts]
@@ -227,11 +227,20 @@ def test_postgres_is_a_statefulset_with_its_volume_behind_a_headless_service():
 
 def test_the_workers_get_their_shutdown_grace_and_time_to_release_before_a_kill():
     worker = k8s_object("Deployment", "aqueue-worker")
-    grace = settings_of(pod_env("aqueue-worker")).shutdown_grace_seconds
+    settings = settings_of(pod_env("aqueue-worker"))
+    grace = settings.shutdown_grace_seconds
     termination = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     # as configmap.yaml and worker.yaml say: the grace plus 15, and no more than aqueue
     # itself can take
-    assert termination == grace + 15 <= worker_stop_bound(grace)
+    assert termination == grace + 15 <= stop_bound(settings)
+
+
+@pytest.mark.parametrize("name", ["aqueue-api", "aqueue-scheduler"])
+def test_the_other_pods_stop_before_they_would_be_killed(name):
+    pod = k8s_object("Deployment", name)["spec"]["template"]["spec"]
+    pre_stop = pod_container(k8s_object("Deployment", name)).get("lifecycle", {}).get("preStop")
+    waits = float(pre_stop["exec"]["command"][1]) if pre_stop else 0.0
+    assert waits + stop_bound(settings_of(pod_env(name))) <= pod["terminationGracePeriodSeconds"]
 
 
 def test_a_disruption_takes_one_worker_at_a_time():
