@@ -208,6 +208,19 @@ def settings_of(env: Mapping[str, str]) -> Settings:
     return load_settings({}, env, "serve")
 
 
+def checked_settings(where: str, env: Mapping[str, str]) -> Settings:
+    """The settings of a process the deployment files give `env`, once it is checked that
+    aqueue reads every variable of it; a value it refuses raises SettingsError."""
+    unknown = unknown_variables(env)
+    assert not unknown, f"{where}: aqueue reads no {unknown}"
+    return settings_of(env)
+
+
+def roles_everywhere(roles: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """Every role the processes run between them."""
+    return {role for some in roles.values() for role in some}
+
+
 def metrics_port_of(env: Mapping[str, str]) -> int | None:
     row = _metrics_port_row()
     if row is not None:

@@ -12,14 +12,15 @@ from aqueue.settings import ALL_ROLES, Settings
 from tests.deploy.files import (
     COMPOSE,
     METRICS_PORT,
+    checked_settings,
     compose,
     interpolate,
     metrics_port_of,
+    roles_everywhere,
     run,
     settings_of,
     stop_bound,
     tool,
-    unknown_variables,
 )
 
 AQUEUE_SERVICES = ("api", "worker", "scheduler")
@@ -70,16 +71,14 @@ def test_each_role_runs_from_the_one_image_once_postgres_is_healthy(service):
 
 
 @pytest.mark.parametrize("service", AQUEUE_SERVICES)
-def test_every_variable_a_service_sets_is_one_aqueue_reads(service):
-    env = _env(service)
-    assert not unknown_variables(env), f"{service}: aqueue reads no {unknown_variables(env)}"
-    settings_of(env)  # and it takes every value
+def test_every_variable_a_service_sets_is_one_aqueue_reads_and_takes(service):
+    checked_settings(service, _env(service))
 
 
 def test_the_services_run_every_role_between_them():
-    roles = {service: settings_of(_env(service)).roles for service in AQUEUE_SERVICES}
+    roles = {s: checked_settings(s, _env(s)).roles for s in AQUEUE_SERVICES}
     assert roles == {"api": ("api",), "worker": ("worker",), "scheduler": ("scheduler", "reaper")}
-    assert {r for rs in roles.values() for r in rs} == set(ALL_ROLES)
+    assert roles_everywhere(roles) == set(ALL_ROLES)
 
 
 def test_the_default_database_url_is_the_db_service():

@@ -18,6 +18,7 @@ from tests.deploy.files import (
     METRICS_PORT,
     ROOT,
     applied_by_default,
+    checked_settings,
     dockerfile,
     example_secret,
     k8s_files,
@@ -26,12 +27,12 @@ from tests.deploy.files import (
     metrics_port_of,
     pod_container,
     pod_env,
+    roles_everywhere,
     run,
     served_port,
     settings_of,
     stop_bound,
     tool,
-    unknown_variables,
 )
 
 NATIVE = [p for p in k8s_files() if "keda" not in p.parts]
@@ -89,20 +90,18 @@ def test_the_deployments_and_their_replicas():
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
-def test_every_variable_a_pod_gets_is_one_aqueue_reads(name):
-    env = pod_env(name)
-    assert not unknown_variables(env), f"{name}: aqueue reads no {unknown_variables(env)}"
-    settings_of(env)  # and it takes every value
+def test_every_variable_a_pod_gets_is_one_aqueue_reads_and_takes(name):
+    checked_settings(name, pod_env(name))
 
 
 def test_the_deployments_run_every_role_between_them():
-    roles = {name: settings_of(pod_env(name)).roles for name in DEPLOYMENTS}
+    roles = {name: checked_settings(name, pod_env(name)).roles for name in DEPLOYMENTS}
     assert roles == {
         "aqueue-api": ("api",),
         "aqueue-worker": ("worker",),
         "aqueue-scheduler": ("scheduler", "reaper"),
     }
-    assert {r for rs in roles.values() for r in rs} == set(ALL_ROLES)
+    assert roles_everywhere(roles) == set(ALL_ROLES)
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
