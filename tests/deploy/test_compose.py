@@ -14,6 +14,7 @@ from tests.deploy.files import (
     METRICS_PORT,
     checked_settings,
     compose,
+    dockerfile,
     interpolate,
     metrics_port_of,
     roles_everywhere,
@@ -27,9 +28,13 @@ AQUEUE_SERVICES = ("api", "worker", "scheduler")
 
 
 def _env(service: str, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """A service's environment as compose gives it, with `environ` as the shell's."""
+    """A service's environment in its container: the image's ENV (aqueue's variables),
+    then what compose sets, with `environ` as the shell's."""
+    _, (_, runtime) = dockerfile()
+    env = {k: v for k, v in runtime.env().items() if not k.startswith(("PYTHON", "PIP_"))}
     raw: dict[str, Any] = compose()["services"][service]["environment"]
-    return {key: interpolate(str(value), environ or {}) for key, value in raw.items()}
+    env.update({key: interpolate(str(value), environ or {}) for key, value in raw.items()})
+    return env
 
 
 def _seconds(duration: str) -> float:
@@ -123,8 +128,8 @@ def test_the_other_services_stop_before_docker_would_kill_them(service):
     assert stop_bound(settings_of(_env(service))) <= stop
 
 
-def test_the_api_answers_local_names_and_its_service_name_only():
-    # published on the host's loopback, it keeps the DNS-rebinding defence of a local run
-    hosts = settings_of(_env("api")).api_allowed_hosts
-    assert "*" not in hosts
-    assert {"localhost", "127.0.0.1", "[::1]", "api"} == set(hosts)
+def test_the_api_answers_prometheus_which_scrapes_each_replica_by_its_address():
+    # compose.observability.yaml finds the replicas through DNS: the Host is an address
+    assert settings_of(_env("api")).api_allowed_hosts == ("*",)
+    narrowed = {**_env("api"), "AQUEUE_ALLOWED_HOSTS": "localhost,127.0.0.1,[::1]"}
+    assert "*" not in settings_of(narrowed).api_allowed_hosts  # what compose.yaml suggests
