@@ -21,13 +21,14 @@ async def test_a_key_cap_holds_across_four_worker_processes(db_url, pool):
         "CREATE TABLE spans (job_id uuid NOT NULL, key text NOT NULL, "
         "started timestamptz NOT NULL, ended timestamptz)"
     )
+    await pool.execute("CREATE TABLE span_caps (key text PRIMARY KEY, reached boolean)")
     await control.set_limits(pool, "capped", key_concurrency=2, key_limits={"vip": 4})
     rng = random.Random(11)
     keys = ["a", "b", "c", "vip"]
     specs = [
         JobSpec(
             "test.span",
-            {"key": keys[i % 4], "seconds": rng.uniform(0, 0.03)},
+            {"key": keys[i % 4], "cap": 4 if i % 4 == 3 else 2, "seconds": rng.uniform(0, 0.03)},
             queue="capped",
             concurrency_key=keys[i % 4],
         )

@@ -10,7 +10,7 @@ import yaml
 from tests.deploy.files import COMPOSE, K8S, ROOT, k8s_object
 
 README = (ROOT / "README.md").read_text()
-DEPLOYMENT = README.split("\n## Deployment\n", 1)[1].split("\n## Architecture\n", 1)[0]
+DEPLOYMENT = README.split("\n## Deployment\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_the_seed_commands_work_as_written():

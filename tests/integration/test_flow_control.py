@@ -179,6 +179,13 @@ class Spans:
             self.running[key] += 1
             self.peak[key] = max(self.peak[key], self.running[key])
             try:
+                # Until its key has reached the cap once, a job keeps its slot (up to
+                # 10 s): the cap is then reached however slowly a loaded machine starts
+                # jobs, and never reached only if the claims cannot give the slots.
+                for _ in range(1000):
+                    if self.peak[key] >= payload["cap"]:
+                        break
+                    await asyncio.sleep(0.01)
                 await asyncio.sleep(payload["seconds"])
             finally:
                 self.running[key] -= 1
@@ -194,7 +201,7 @@ async def test_a_cap_holds_across_workers_and_is_reached(pool, db_url):
     specs = [
         JobSpec(
             "flow.span",
-            {"key": f"k{i % 4}", "seconds": rng.uniform(0, 0.03)},
+            {"key": f"k{i % 4}", "cap": (1, 5, 2, 2)[i % 4], "seconds": rng.uniform(0, 0.03)},
             queue="q",
             concurrency_key=f"k{i % 4}",
         )
