@@ -12,18 +12,14 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
-from aqueue.notifier import Notifier
-from aqueue.reaper import Reaper
-from aqueue.scheduler import Scheduler
-from aqueue.server import POOL_CLOSE_SECONDS, ApiRole
+from aqueue.registry import builtin_registry
+from aqueue.server import POOL_CLOSE_SECONDS, build_roles
 from aqueue.settings import OPTIONS, Option, Settings, load_settings
-from aqueue.worker import Worker
 from tests.helpers import ROOT
 
 K8S = ROOT / "k8s"
@@ -243,23 +239,12 @@ def served_port(env: Mapping[str, str]) -> int:
 
 def stop_bound(settings: Settings) -> float:
     """The longest `aqueue serve` with these settings takes to stop after SIGTERM when every
-    step runs out its time (a database that stopped answering): the roles' allowances one
-    after the other, as server.RoleGroup.stop gives them (a worker: its grace, then
-    cancelling, outcomes and releases), then the pool's. Waiting longer than this before a
-    kill gains nothing; a role stopped sooner gives its time back."""
-    roles = set(settings.roles)
-    seconds = POOL_CLOSE_SECONDS
-    if "api" in roles:
-        seconds += ApiRole.stop_seconds
-    if "worker" in roles:
-        seconds += Worker.stop_seconds.fget(SimpleNamespace(settings=settings))  # type: ignore[attr-defined]
-    if "scheduler" in roles:
-        seconds += Scheduler.stop_seconds
-    if roles & {"worker", "reaper"}:
-        seconds += Reaper.stop_seconds
-    if roles & {"api", "worker", "scheduler"}:
-        seconds += Notifier.stop_seconds
-    return float(seconds)
+    step runs out its time (a database that stopped answering): the allowance of each role
+    it composes (server.build_roles, nothing connected), one after the other as
+    server.RoleGroup.stop gives them (a worker: its grace, then cancelling, outcomes and
+    releases), then the pool's. Waiting longer before a kill gains nothing."""
+    roles = build_roles(None, "postgresql://unused", settings, builtin_registry())  # type: ignore[arg-type]
+    return float(sum(role.stop_seconds for role in roles) + POOL_CLOSE_SECONDS)
 
 
 # --- what a pod of k8s/ gets -----------------------------------------------------------------
