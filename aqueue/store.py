@@ -810,8 +810,7 @@ async def queue_due_depth(db: Executor, queues: Sequence[str] = ()) -> list[Queu
     stored state when none is named; by name."""
     rows = await db.fetch(Q["queue_due_depth"], list(queues))
     return [
-        QueueDepth(r["name"], r["pending"], max(r["oldest_pending_seconds"], 0.0), r["paused"])
-        for r in rows
+        QueueDepth(r["name"], r["pending"], r["oldest_pending_seconds"], r["paused"]) for r in rows
     ]
 
 
