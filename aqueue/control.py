@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aqueue import store
 from aqueue.model import Job, ValidationError, check_flow_key, check_name
 from aqueue.settings import RateLimit, SettingsError, rate_limit
-from aqueue.store import UNCHANGED, Executor, JobNotFound, JobStateError, QueueInfo, WorkerInfo
+from aqueue.store import (
+    UNCHANGED,
+    Executor,
+    JobNotFound,
+    JobStateError,
+    QueueDepth,
+    QueueInfo,
+    WorkerInfo,
+)
 
 __all__ = [
     "JobNotFound",
     "JobStateError",
     "cancel",
     "check_limits",
+    "depths",
     "limits",
     "pause",
     "queues",
@@ -217,6 +226,20 @@ async def queues(db: Executor, heartbeat_seconds: float = 10.0) -> list[QueueInf
     return await store.queue_overview(
         db, recent_seconds=60.0, lost_after_seconds=LOST_AFTER_HEARTBEATS * heartbeat_seconds
     )
+
+
+async def depths(db: Executor, queues: Sequence[str] = ()) -> list[QueueDepth]:
+    """What an autoscaler needs, in one cheap statement: per queue, the jobs due and
+    waiting for a worker (`pending`) and the age of the oldest (`oldest_pending_seconds`).
+    The queues named come back even with nothing due; with none named, every queue with
+    due jobs or a stored state (paused, limits).
+
+        [d] = await aqueue.control.depths(pool, ["email"])
+        wanted_workers = math.ceil(d.pending / 100)
+    """
+    for queue in queues:
+        check_name("queue", queue)
+    return await store.queue_due_depth(db, queues)
 
 
 async def workers(db: Executor, heartbeat_seconds: float = 10.0) -> list[WorkerInfo]:

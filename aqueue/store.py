@@ -798,6 +798,33 @@ async def queue_overview(
     ]
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """A queue as an autoscaler sees it: jobs due and waiting for a worker, and how long
+    the oldest of them has waited (0 when none)."""
+
+    name: str
+    pending: int
+    oldest_pending_seconds: float
+    paused: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "oldest_pending_seconds": self.oldest_pending_seconds,
+            "paused": self.paused,
+        }
+
+
+async def queue_due_depth(db: Executor, queues: Sequence[str] = ()) -> list[QueueDepth]:
+    """The queues named (each, even with nothing due), or every queue with due jobs or a
+    stored state when none is named; by name."""
+    rows = await db.fetch(Q["queue_due_depth"], list(queues))
+    return [
+        QueueDepth(r["name"], r["pending"], r["oldest_pending_seconds"], r["paused"]) for r in rows
+    ]
+
+
 # --- the registry of live processes ------------------------------------------------------
 
 

@@ -1213,6 +1213,34 @@ LEFT JOIN serving s ON s.queue = n.queue
 LEFT JOIN queues q ON q.name = n.queue
 ORDER BY n.queue;
 
+-- name: queue_due_depth --
+-- What an autoscaler reads (GET /queues/depth): per queue, the jobs due now and waiting
+-- for a worker (PENDING or RETRY, run_after passed, no dependency left: what a claim could
+-- take, were the queue not paused) and the age of the oldest of them, 0 when none. The
+-- count of the jobs_pending gauge, and of the query in k8s/optional/keda. One scan of the
+-- claimable index's due entries (jobs_claimable_idx holds exactly these rows): it costs
+-- the backlog of due jobs, never the history. The queues named in $1 come back even with
+-- nothing due (an autoscaler asks for its queue and always gets a number); with none
+-- named, every queue with due jobs or a row in `queues`.
+WITH due AS (
+    SELECT queue, count(*) AS pending, min(run_after) AS oldest
+    FROM jobs
+    WHERE status IN ('PENDING', 'RETRY') AND waiting_for = 0 AND run_after <= now()
+      AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))
+    GROUP BY queue
+), names AS (
+    SELECT queue FROM due
+    UNION SELECT name FROM queues WHERE cardinality($1::text[]) = 0
+    UNION SELECT unnest($1::text[])
+)
+SELECT n.queue AS name, coalesce(d.pending, 0) AS pending,
+       coalesce(extract(epoch FROM now() - d.oldest)::float8, 0) AS oldest_pending_seconds,
+       coalesce(q.paused, false) AS paused
+FROM names n
+LEFT JOIN due d ON d.queue = n.queue
+LEFT JOIN queues q ON q.name = n.queue
+ORDER BY n.queue;
+
 -- name: worker_heartbeat --
 -- A process says it is alive: one row per process, written once per heartbeat interval.
 INSERT INTO workers (id, host, pid, version, roles, queues, running, started_at,

@@ -216,3 +216,32 @@ async def wait_status(
         return job if job is not None and job.status is status else None
 
     return await wait_for(reached, timeout)
+
+
+async def jobs_in_every_state(pool: asyncpg.Pool, queue: str) -> int:
+    """Jobs of `queue` in each state a queue-depth count must tell apart: due PENDING (one
+    of them due for 90 s) and due RETRY, which count; delayed PENDING and RETRY, one
+    waiting on a dependency, a cancelled one, a running one, which do not. Returns how many
+    count: the jobs due and waiting for a worker."""
+    from datetime import UTC, datetime, timedelta
+
+    from aqueue import cancel, enqueue
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    due = await enqueue(pool, "demo.echo", {}, queue=queue)
+    await pool.execute(
+        "UPDATE jobs SET run_after = now() - interval '90 seconds' WHERE id = $1", due.id
+    )
+    await enqueue(pool, "demo.echo", {}, queue=queue)
+    retrying = await enqueue(pool, "demo.echo", {}, queue=queue)
+    retry_later = await enqueue(pool, "demo.echo", {}, queue=queue, run_after=later)
+    await pool.execute(
+        "UPDATE jobs SET status = 'RETRY' WHERE id = ANY($1)", [retrying.id, retry_later.id]
+    )
+    await enqueue(pool, "demo.echo", {}, queue=queue, run_after=later)
+    await enqueue(pool, "demo.echo", {}, queue=queue, depends_on=[due.id])
+    await cancel(pool, (await enqueue(pool, "demo.echo", {}, queue=queue)).id)
+    running = await enqueue(pool, "demo.echo", {}, queue=queue, priority=1000)
+    claimed = await store.claim(pool, queue, 1, "a-worker", 30)
+    assert [job.id for job in claimed] == [running.id]
+    return 3

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aqueue import store
-from aqueue.api import jobs, queues, schedules, workers
+from aqueue.api import depth, jobs, queues, schedules, workers
 from aqueue.api import metrics as metrics_api
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
@@ -114,6 +114,7 @@ def create_app(
         middleware=middleware,
         routes=[
             *jobs.routes,
+            *depth.routes,
             *queues.routes,
             *workers.routes,
             *schedules.routes,

@@ -120,6 +120,38 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "The queues")},
                 }
             },
+            "/queues/depth": {
+                "get": {
+                    "summary": "For autoscalers: per queue, the jobs due and waiting for a "
+                    "worker and the age of the oldest, in one cheap statement",
+                    "parameters": [
+                        {
+                            "name": "queue",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "only these queues (repeat it, or a,b), each "
+                            "answered even with nothing due; without it, every queue with due "
+                            "jobs or a stored state",
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["queues"],
+                                "properties": {
+                                    "queues": {
+                                        "type": "object",
+                                        "additionalProperties": _QUEUE_DEPTH,
+                                    }
+                                },
+                            },
+                            "Queue name -> its depth",
+                        ),
+                        "400": _json(_ERROR, "A bad queue name or an unknown parameter"),
+                    },
+                }
+            },
             "/queues/{name}/limits": {
                 "put": {
                     "summary": "A queue's flow control, enforced in the claim across every "
@@ -368,6 +400,22 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+_QUEUE_DEPTH: dict[str, Any] = {
+    "type": "object",
+    "required": ["pending", "oldest_pending_seconds", "paused"],
+    "properties": {
+        "pending": {
+            "type": "integer",
+            "description": "PENDING or RETRY jobs due now, not waiting on dependencies "
+            "(what the jobs_pending gauge counts; a paused queue's too)",
+        },
+        "oldest_pending_seconds": {
+            "type": "number",
+            "description": "how long the oldest of them has been due; 0 when none",
+        },
+        "paused": {"type": "boolean"},
+    },
+}
 _FLOW_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200}
 _LIMITS: dict[str, Any] = {
     "type": "object",
