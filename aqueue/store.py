@@ -825,6 +825,49 @@ async def queue_due_depth(db: Executor, queues: Sequence[str] = ()) -> list[Queu
     ]
 
 
+@dataclass(frozen=True)
+class AttemptStats:
+    """Finished attempts per queue and minute: `completed[q][i]` and `failed[q][i]` count
+    the minute that begins `i` minutes after `start` (the last one is the current minute,
+    still going at `now`). Queues with no finished attempt in the window are left out."""
+
+    start: datetime
+    now: datetime
+    minutes: int
+    completed: dict[str, list[int]]
+    failed: dict[str, list[int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "minutes": self.minutes,
+            "start": self.start.isoformat(),
+            "now": self.now.isoformat(),
+            "step_seconds": 60,
+            "queues": [
+                {"name": name, "completed": self.completed[name], "failed": self.failed[name]}
+                for name in sorted(self.completed)
+            ],
+        }
+
+
+async def attempt_stats(db: Executor, minutes: int) -> AttemptStats:
+    """Completed and failed attempts per queue over the last `minutes` minutes (one
+    statement), as dense per-minute series."""
+    rows = await db.fetch(Q["attempt_stats"], minutes)
+    start: datetime = rows[0]["start"]
+    completed: dict[str, list[int]] = {}
+    failed: dict[str, list[int]] = {}
+    for r in rows:
+        if r["queue"] is None:  # the window's bounds alone: nothing finished in it
+            continue
+        index = int((r["minute"] - start).total_seconds() // 60)
+        if not 0 <= index < minutes:
+            continue
+        completed.setdefault(r["queue"], [0] * minutes)[index] = r["completed"]
+        failed.setdefault(r["queue"], [0] * minutes)[index] = r["failed"]
+    return AttemptStats(start, rows[0]["now"], minutes, completed, failed)
+
+
 # --- the registry of live processes ------------------------------------------------------
 
 

@@ -1241,6 +1241,28 @@ LEFT JOIN due d ON d.queue = n.queue
 LEFT JOIN queues q ON q.name = n.queue
 ORDER BY n.queue;
 
+-- name: attempt_stats --
+-- Finished attempts per queue and minute over the last $1 minutes, the current one
+-- included (GET /stats, the dashboard's throughput and failure charts): completed, and
+-- failed (RETRY or DEAD, as in queue_overview; the reaper's expired leases count). The
+-- first row carries the window's start even when no attempt finished in it (the LEFT
+-- JOIN), on the database's clock. job_events is appended in time order, so the range on
+-- `at` is a BRIN scan of the window's pages only.
+WITH bounds AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => $1 - 1) AS start, now() AS now
+)
+SELECT b.start, b.now, e.queue, e.minute, e.completed, e.failed
+FROM bounds b
+LEFT JOIN LATERAL (
+    SELECT queue, date_trunc('minute', at) AS minute,
+           count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+           count(*) FILTER (WHERE status IN ('RETRY', 'DEAD')) AS failed
+    FROM job_events
+    WHERE at >= b.start AND queue IS NOT NULL AND status IN ('COMPLETED', 'RETRY', 'DEAD')
+    GROUP BY queue, minute
+) e ON true
+ORDER BY e.queue, e.minute;
+
 -- name: worker_heartbeat --
 -- A process says it is alive: one row per process, written once per heartbeat interval.
 INSERT INTO workers (id, host, pid, version, roles, queues, running, started_at,

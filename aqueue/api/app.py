@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aqueue import store
-from aqueue.api import depth, jobs, queues, schedules, workers
+from aqueue.api import depth, jobs, queues, schedules, stats, workers
 from aqueue.api import metrics as metrics_api
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
@@ -118,6 +118,7 @@ def create_app(
             *queues.routes,
             *workers.routes,
             *schedules.routes,
+            *stats.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

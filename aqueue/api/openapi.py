@@ -243,6 +243,29 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "The workers")},
                 }
             },
+            "/stats": {
+                "get": {
+                    "summary": "Finished attempts per queue and minute, the current minute "
+                    "last: completed, and failed (RETRY or DEAD)",
+                    "parameters": [
+                        {
+                            "name": "minutes",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 1440,
+                                "default": 60,
+                            },
+                            "description": "the window, in minutes, the current one included",
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(_STATS, "One series per queue with attempts in the window"),
+                        "400": _json(_ERROR, "minutes out of range, or an unknown parameter"),
+                    },
+                }
+            },
             "/submit-job": {
                 "post": {
                     "summary": 'Compatibility: enqueue with {"task": type}',
@@ -414,6 +437,31 @@ _QUEUE_DEPTH: dict[str, Any] = {
             "description": "how long the oldest of them has been due; 0 when none",
         },
         "paused": {"type": "boolean"},
+    },
+}
+_COUNTS: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+_STATS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "minutes": {"type": "integer"},
+        "start": {
+            "type": "string",
+            "format": "date-time",
+            "description": "the start of the first minute (on the database's clock)",
+        },
+        "now": {"type": "string", "format": "date-time"},
+        "step_seconds": {"const": 60},
+        "queues": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "completed": {**_COUNTS, "description": "one count per minute from start"},
+                    "failed": {**_COUNTS, "description": "one count per minute from start"},
+                },
+            },
+        },
     },
 }
 _FLOW_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200}
