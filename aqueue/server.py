@@ -255,7 +255,9 @@ async def run_roles(
         pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock
     )
     if any(role.name == "api" for role in roles):
-        log.info("api listening on http://%s:%d", settings.host, settings.port)
+        log.info(
+            "api listening on http://%s:%d (the dashboard is at /)", settings.host, settings.port
+        )
     if settings.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     await RoleGroup(roles).run_until(stop)

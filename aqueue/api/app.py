@@ -1,4 +1,5 @@
-"""The Starlette app: routes, error handlers (every error is JSON), health probes."""
+"""The Starlette app: routes, error handlers (every error is JSON), health probes, and the
+dashboard's page at `/`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aqueue import store
-from aqueue.api import depth, jobs, queues, schedules, stats, workers
+from aqueue.api import dashboard, depth, jobs, queues, schedules, stats, workers
 from aqueue.api import metrics as metrics_api
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
@@ -119,6 +120,7 @@ def create_app(
             *workers.routes,
             *schedules.routes,
             *stats.routes,
+            *dashboard.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

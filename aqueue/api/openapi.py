@@ -314,6 +314,31 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/": {
+                "get": {
+                    "summary": "The web dashboard (one HTML page; it uses the routes here)",
+                    "responses": {"200": {"description": "The page", "content": {"text/html": {}}}},
+                }
+            },
+            "/dashboard/{name}": {
+                "get": {
+                    "summary": "A file of the dashboard (app.js, app.css, favicon.svg); with "
+                    "?v= its current digest, cacheable for a year",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {"name": "v", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {"description": "The file"},
+                        "404": _json(_ERROR, "No such file"),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
