@@ -90,3 +90,29 @@ async def span(payload: Any, ctx: JobContext) -> None:
         "UPDATE spans SET ended = clock_timestamp() WHERE job_id = $1 AND ended IS NULL",
         ctx.job_id,
     )
+
+
+# The dashboard's browser tests (tests/acceptance/test_dashboard.py): a task that runs until
+# cancelled, one that always fails (enqueued with max_attempts 1, it goes DEAD at once; its
+# error carries markup the page must show as text), a quick one, and a schedule.
+dashboard = Registry()
+
+
+@dashboard.task("dash.long")
+async def dash_long(payload: Any, ctx: JobContext) -> None:
+    await asyncio.sleep(payload.get("seconds", 600))
+
+
+@dashboard.task("dash.fail")
+async def dash_fail(payload: Any, ctx: JobContext) -> None:
+    raise RuntimeError(payload.get("message", "dash.fail always fails"))
+
+
+@dashboard.task("dash.quick")
+async def dash_quick(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    return {"ok": True, "payload": payload}
+
+
+dashboard.schedule(
+    "dash-every-5s", "*/5 * * * * *", "dash.quick", {"from": "schedule"}, queue="cron"
+)

@@ -103,6 +103,15 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+async def module_db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database that one module's tests share (with a server they all
+    talk to, started once)."""
+    name = f"aqueue_m_{os.getpid()}_{next(_counter)}"
+    async with _fresh_database(pg_url, name, template_db) as url:
+        yield url
+
+
 @pytest.fixture
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(db_url, min_size=1, max_size=10)
