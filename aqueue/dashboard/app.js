@@ -248,7 +248,6 @@
       this.minutes = minutes;
       this.buckets = new Map(); // queue -> Map(minute start ms -> [completed, failed])
       this.lastMinute = null; // start (ms) of the latest minute fetched
-      this.signature = "";
     }
 
     want() {
@@ -765,12 +764,15 @@
       );
     }
 
+    let missing = false; // asked again, it would be missing again
     async function refresh() {
+      if (missing) return;
       let job;
       try {
         job = await get(`jobs/${encodeURIComponent(id)}`);
       } catch (error) {
         if (error.status === 404 || error.status === 400) {
+          missing = true;
           document.title = "No such job · aqueue";
           fill(frame, h("h1", { text: "No such job" }), h("p", { class: "muted", text: error.message }));
           return;
