@@ -312,9 +312,8 @@ class Worker:
         outage = Outage(log, f"claiming from {queue!r}")
         metrics = self.metrics
         # the queue's flow control (None: none, the plain claim; else claim_flow or
-        # claim_fair), looked
-        # up again whenever _flow_known says so: at start, when the notifier says the
-        # queue changed, after a reconnect
+        # claim_fair), looked up again whenever _flow_known says so: at start, when the
+        # notifier says the queue changed, after a reconnect
         self._flow_known[queue] = False
         flow: store.QueueFlow | None = None
         while not self._stopping.is_set():
