@@ -20,6 +20,7 @@ from aqueue.api import metrics as metrics_api
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.openapi import openapi_document
+from aqueue.api.origin import SameOrigin
 from aqueue.api.ratelimit import RateLimiter
 from aqueue.db import is_connection_error
 from aqueue.metrics import Metrics
@@ -103,7 +104,8 @@ def create_app(
     interval instead. `metrics`: the process's, served at GET /metrics and counting
     the jobs enqueued here; without one there is no /metrics."""
     hosts = settings.api_allowed_hosts
-    middleware = []
+    # first: a forged cross-site request is refused before it reaches anything
+    middleware = [Middleware(SameOrigin)]
     if "*" not in hosts:
         middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=EXEMPT_PATHS))
     if settings.rate_limit is not None:

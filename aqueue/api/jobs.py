@@ -216,8 +216,15 @@ def _parse_status(value: str | None) -> JobStatus | None:
 def _parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}, got {value!r}")
+    # the length first: int() refuses strings of thousands of digits (a 500 otherwise)
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > 6
+        or not 1 <= int(value) <= MAX_PAGE
+    ):
+        raise ValidationError(
+            f"limit must be a whole number from 1 to {MAX_PAGE}, got {value[:20]!r}"
+        )
     return int(value)
 
 
