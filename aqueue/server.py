@@ -21,7 +21,7 @@ import uvicorn
 from aqueue import db
 from aqueue.api.app import create_app
 from aqueue.metrics import Metrics
-from aqueue.metrics_server import MetricsRole, create_metrics_app
+from aqueue.metrics_server import create_metrics_app
 from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
 from aqueue.registry import Registry, load_registry
@@ -147,11 +147,16 @@ class Role(Protocol):
     def stop(self, now: bool = False) -> None: ...
 
 
-class ApiRole:
-    name = "api"
-    stop_seconds = 10.0  # uvicorn's graceful shutdown (5 s) and a margin
+class HttpRole:
+    """A uvicorn server as a role: the api, or the metrics port. `stop_seconds`: the
+    server's graceful shutdown and a margin; `sock`: bound before startup (or None:
+    uvicorn binds its config's host and port)."""
 
-    def __init__(self, server: _ApiServer, sock: socket.socket | None) -> None:
+    def __init__(
+        self, name: str, stop_seconds: float, server: _ApiServer, sock: socket.socket | None
+    ) -> None:
+        self.name = name
+        self.stop_seconds = stop_seconds
         self.server = server
         self.sock = sock
 
@@ -200,7 +205,7 @@ def build_roles(
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-        roles.append(ApiRole(_ApiServer(config), sock))
+        roles.append(HttpRole("api", 10.0, _ApiServer(config), sock))  # 5 s graceful
     if "worker" in settings.roles:
         assert notifier is not None
         roles.append(
@@ -229,7 +234,7 @@ def build_roles(
             access_log=False,
             timeout_graceful_shutdown=1,
         )
-        roles.append(MetricsRole(_ApiServer(config), metrics_sock))
+        roles.append(HttpRole("metrics", 3.0, _ApiServer(config), metrics_sock))  # 1 s
     if notifier is not None:
         roles.append(notifier)
     return roles
