@@ -1230,3 +1230,26 @@ async def fit_slots(db: Executor) -> int:
     """Fit every key's slot rows to its cap (see the statement); returns rows changed."""
     row = await db.fetchrow(Q["fit_slots"], None)
     return int(row["added"] + row["dropped"] + row["retired"] + row["freed"])
+
+
+# --- API tokens --------------------------------------------------------------------------
+
+
+async def insert_token(
+    db: Executor, name: str, digest: bytes, scopes: Sequence[str], expires_seconds: float | None
+) -> Any:
+    """The new token's row, or None when the name is taken."""
+    return await db.fetchrow(Q["insert_token"], name, digest, list(scopes), expires_seconds)
+
+
+async def list_tokens(db: Executor) -> list[Any]:
+    return await db.fetch(Q["list_tokens"])
+
+
+async def revoke_token(db: Executor, name: str) -> Any:
+    return await db.fetchrow(Q["revoke_token"], name)
+
+
+async def authenticate_token(db: Executor, digest: bytes) -> Any:
+    """(name, scopes, expires_at) of the live token with this digest, or None."""
+    return await db.fetchrow(Q["authenticate_token"], digest)
