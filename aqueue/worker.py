@@ -33,7 +33,7 @@ import asyncpg
 
 from aqueue import store
 from aqueue.completer import Completer, Written
-from aqueue.db import Outage, OwnConnection, connect, is_connection_error
+from aqueue.db import CLAIM_SERVER_SETTINGS, Outage, OwnConnection, connect, is_connection_error
 from aqueue.metrics import Metrics
 from aqueue.model import JobStatus, backoff_seconds, check_result, storable_text
 from aqueue.notifier import Notifier, Topic
@@ -298,7 +298,9 @@ class Worker:
     # --- claiming -----------------------------------------------------------------------
 
     async def _claim_loop(self, queue: str, concurrency: int) -> None:
-        conn = OwnConnection(self.url, timeout=self.settings.lease_seconds)
+        conn = OwnConnection(
+            self.url, timeout=self.settings.lease_seconds, server_settings=CLAIM_SERVER_SETTINGS
+        )
         try:
             await self._claim_until_stopped(queue, concurrency, conn)
         finally:

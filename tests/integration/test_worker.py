@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from aqueue import JobStatus, Registry, enqueue, store
+from aqueue import JobStatus, Registry, db, enqueue, store
 from aqueue.model import JobSpec
 from aqueue.registry import JobContext
 from aqueue.store import Outcome
@@ -348,6 +348,40 @@ async def test_pool_connections_plan_every_claim_with_its_own_values(pool):
     # A generic plan cached while the table was small turned claims into full scans.
     assert await pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
     assert await pool.fetchval("SHOW jit") == "off"
+
+
+# The claim loop's statements, with literal arguments for EXPLAIN EXECUTE.
+CLAIM_LOOP = {
+    "claim": "('plain', 50, 'w', 30)",
+    "seconds_until_next_job": "('plain')",
+    "claim_flow": "('capped', 50, 'w', 30)",
+    "claim_fair": "('fair', 50, 'w', 30)",
+    "queue_flow": "('capped')",
+}
+
+
+async def test_the_claim_loops_cached_plans_made_on_an_empty_table_walk_the_index(pool, db_url):
+    conn = await db.connect(db_url, server_settings=db.CLAIM_SERVER_SETTINGS)
+    try:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        for name in CLAIM_LOOP:  # planned now, on empty tables, and kept
+            await conn.execute(f"PREPARE {name} AS {store.Q[name]}")
+        await store.set_queue_limits(pool, "capped", key_concurrency=2)
+        for queue, key in (("plain", None), ("capped", "concurrency_key"), ("fair", "fair_key")):
+            specs = [
+                JobSpec(type="demo.echo", queue=queue, **({key: f"k{i % 10}"} if key else {}))
+                for i in range(3000)
+            ]
+            await store.insert_jobs(pool, specs)
+        for name, args in CLAIM_LOOP.items():
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE {name}{args}"))
+            assert "Seq Scan on jobs" not in plan and "Bitmap" not in plan, (name, plan)
+            if name in ("claim", "claim_flow"):
+                assert "jobs_claimable_idx" in plan, (name, plan)
+            if name == "claim_fair":
+                assert "jobs_fair_idx" in plan, (name, plan)
+    finally:
+        await conn.close()
 
 
 async def test_a_result_the_database_cannot_store_fails_the_attempt_saying_why(pool, db_url):
