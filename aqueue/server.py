@@ -18,7 +18,7 @@ from typing import Protocol
 import asyncpg
 import uvicorn
 
-from aqueue import db
+from aqueue import db, protocol
 from aqueue.api.app import create_app
 from aqueue.metrics import Metrics
 from aqueue.metrics_server import create_metrics_app
@@ -42,11 +42,22 @@ class StartupError(RuntimeError):
 
 class _ApiServer(uvicorn.Server):
     """uvicorn in our loop, without its own signal handling: the process has one owner
-    of SIGTERM/SIGINT, and it shuts the roles down in order."""
+    of SIGTERM/SIGINT, and it shuts the roles down in order. `listening` is logged once
+    the socket accepts connections: a client that waits for that line is never refused
+    (the socket is bound before startup, but listens only once uvicorn has started)."""
+
+    def __init__(self, config: uvicorn.Config, listening: str | None = None) -> None:
+        super().__init__(config)
+        self._listening = listening
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._listening is not None:
+            log.info("%s", self._listening)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -169,6 +180,11 @@ class HttpRole:
             self.server.force_exit = True
 
 
+def _address(settings: Settings, port: int) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{port}"
+
+
 def new_process_id() -> str:
     """The name this process goes by in the database (locked_by, the workers table)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -204,8 +220,10 @@ def build_roles(
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=5,
+            **protocol.config_options(settings.max_url_bytes, settings.max_header_bytes),
         )
-        roles.append(HttpRole("api", 10.0, _ApiServer(config), sock))  # 5 s graceful
+        listening = f"api listening on {_address(settings, settings.port)} (the dashboard is at /)"
+        roles.append(HttpRole("api", 10.0, _ApiServer(config, listening), sock))  # 5 s graceful
     if "worker" in settings.roles:
         assert notifier is not None
         roles.append(
@@ -233,8 +251,10 @@ def build_roles(
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=1,
+            **protocol.config_options(settings.max_url_bytes, settings.max_header_bytes),
         )
-        roles.append(HttpRole("metrics", 3.0, _ApiServer(config), metrics_sock))  # 1 s
+        listening = f"metrics on {_address(settings, settings.metrics_port)}/metrics"
+        roles.append(HttpRole("metrics", 3.0, _ApiServer(config, listening), metrics_sock))  # 1 s
     if notifier is not None:
         roles.append(notifier)
     return roles
@@ -259,12 +279,6 @@ async def run_roles(
     roles = build_roles(
         pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock
     )
-    if any(role.name == "api" for role in roles):
-        log.info(
-            "api listening on http://%s:%d (the dashboard is at /)", settings.host, settings.port
-        )
-    if settings.metrics_port is not None:
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     await RoleGroup(roles).run_until(stop)
 
 

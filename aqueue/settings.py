@@ -8,8 +8,8 @@ from them, `load_settings` reads them (flag, else environment, else default) and
 README's configuration table is held to them by tests/unit/test_readme.py.
 
 Plain fields (`reaper_batch`, `completer_max_batch`, `free_releases`, `pool_min_size`,
-`list_scan_limit`) are internal knobs with no flag or variable: code and tests set them
-through `Settings(...)` or `with_overrides`.
+`list_scan_limit`, `max_url_bytes`, `max_header_bytes`, ...) are internal knobs with no
+flag or variable: code and tests set them through `Settings(...)` or `with_overrides`.
 
 Adding an option: one `option(...)` field below, read where it is used. A parser takes the
 text of the flag or variable and returns the value, or raises SettingsError with a message
@@ -144,6 +144,12 @@ def parse_payload_limit(text: str) -> int:
             f"must be at most {MAX_PAYLOAD_LIMIT} (PostgreSQL's jsonb limit), got {limit}"
         )
     return limit
+
+
+# Bodies are read into memory whole (JSON is parsed whole): a limit past this is no limit.
+MAX_BODY_LIMIT = 1 << 30
+
+parse_body_limit = integer(1, MAX_BODY_LIMIT)
 
 
 def parse_log_level(text: str) -> str:
@@ -422,6 +428,21 @@ class Settings:
         help="largest job payload accepted, as compact JSON",
         commands=("serve", "enqueue"),
     )
+    # every request body, on every route, is refused past this (413) before any route
+    # reads it; a payload travels inside a body, so --max-payload-bytes may not exceed it
+    max_body_bytes: int = option(
+        1_048_576,
+        parse=parse_body_limit,
+        flag="--max-body-bytes",
+        env="AQUEUE_MAX_BODY_BYTES",
+        help="largest request body the API takes, on any route (larger: 413)",
+    )
+    # The request's URL (path and query string) and its headers (names and values summed)
+    # past which the API answers 414 and 431: no route needs more, and uvicorn is held to
+    # the same while it reads a request (aqueue/protocol.py), so a client cannot make the
+    # server hold a head of any size.
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 16384
     completer_max_batch: int = 1000
     # releases at shutdown that refund a job's attempt; later ones spend it
     free_releases: int = 3
@@ -568,13 +589,22 @@ def load_settings(
             values[row.name] = row.parse(text)
         except SettingsError as exc:
             raise SettingsError(f"{row.describe(env)} {exc}") from None
-    _settle(values)
+    _settle(values, command)
     return Settings(**values)
 
 
-def _settle(values: dict[str, Any]) -> None:
+def _settle(values: dict[str, Any], command: str) -> None:
     """The rules across options, on the values given (the others keep their defaults)."""
     defaults = Settings()
+    # only where both apply: `aqueue enqueue` sends no HTTP request, its payload no body
+    if "max_payload_bytes" in values and command == "serve":
+        body = values.get("max_body_bytes", defaults.max_body_bytes)
+        if values["max_payload_bytes"] > body:
+            raise SettingsError(
+                f"--max-payload-bytes ({values['max_payload_bytes']}) must not be larger "
+                f"than --max-body-bytes ({body}): a payload travels inside a request body, "
+                "so raise --max-body-bytes too"
+            )
     if "queues" in values or "concurrency" in values:
         limits = values.get("queues") or tuple(dict.fromkeys(defaults.queues, None).items())
         values["queues"] = resolve_queues(limits, values.get("concurrency", defaults.concurrency))

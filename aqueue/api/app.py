@@ -19,6 +19,7 @@ from aqueue.api import dashboard, depth, jobs, queues, schedules, stats, workers
 from aqueue.api import metrics as metrics_api
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
+from aqueue.api.limits import RequestLimits
 from aqueue.api.openapi import openapi_document
 from aqueue.api.origin import SameOrigin
 from aqueue.api.ratelimit import RateLimiter
@@ -104,8 +105,17 @@ def create_app(
     interval instead. `metrics`: the process's, served at GET /metrics and counting
     the jobs enqueued here; without one there is no /metrics."""
     hosts = settings.api_allowed_hosts
-    # first: a forged cross-site request is refused before it reaches anything
-    middleware = [Middleware(SameOrigin)]
+    middleware = [
+        # first: nothing runs for a request past the limits, nor reads more of it
+        Middleware(
+            RequestLimits,
+            max_url_bytes=settings.max_url_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        ),
+        # then a forged cross-site request is refused before it reaches anything
+        Middleware(SameOrigin),
+    ]
     if "*" not in hosts:
         middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=EXEMPT_PATHS))
     if settings.rate_limit is not None:

@@ -206,6 +206,43 @@ def test_max_payload_bytes_out_of_range_is_refused_naming_it(text, named):
         settings_for("serve", "--max-payload-bytes", text)
 
 
+# --- max body bytes ---------------------------------------------------------------------
+
+
+def test_max_body_bytes_is_1_mib_unless_given(monkeypatch):
+    assert settings_for("serve").max_body_bytes == 1_048_576
+    monkeypatch.setenv("AQUEUE_MAX_BODY_BYTES", "4096")
+    assert settings_for("serve").max_body_bytes == 4096
+    assert settings_for("serve", "--max-body-bytes", "8192").max_body_bytes == 8192
+
+
+@pytest.mark.parametrize(("text", "named"), [("0", "at least 1"), ("1MB", "whole number")])
+def test_max_body_bytes_out_of_range_is_refused_naming_it(text, named):
+    with pytest.raises(SettingsError, match=f"^--max-body-bytes must be .*{named}"):
+        settings_for("serve", "--max-body-bytes", text)
+
+
+def test_a_payload_limit_larger_than_the_body_limit_is_refused(monkeypatch):
+    with pytest.raises(SettingsError, match=r"--max-payload-bytes \(2000000\) must not be larger"):
+        settings_for("serve", "--max-payload-bytes", "2000000")
+    monkeypatch.setenv("AQUEUE_MAX_BODY_BYTES", "1000")
+    with pytest.raises(SettingsError, match=r"than --max-body-bytes \(1000\)"):
+        settings_for("serve", "--max-payload-bytes", "1001")
+    settings = settings_for("serve", "--max-payload-bytes", "1000")
+    assert (settings.max_payload_bytes, settings.max_body_bytes) == (1000, 1000)
+
+
+def test_both_limits_raised_together_are_taken():
+    settings = settings_for(
+        "serve", "--max-payload-bytes", "5000000", "--max-body-bytes", "6000000"
+    )
+    assert (settings.max_payload_bytes, settings.max_body_bytes) == (5_000_000, 6_000_000)
+
+
+def test_enqueue_sends_no_body_so_its_payload_limit_is_not_held_to_one():
+    assert settings_for("enqueue", "demo.echo", "--max-payload-bytes", "5000000").max_payload_bytes
+
+
 # --- precedence: flags over environment over defaults -----------------------------------
 
 
