@@ -9,11 +9,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
+import ssl
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg
 import uvicorn
@@ -75,8 +78,53 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
+_PEM_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def check_tls(certfile: Path, keyfile: Path) -> None:
+    """StartupError, naming the file and what is wrong with it, unless uvicorn can serve
+    HTTPS with these files: checked before anything starts, where uvicorn would find out
+    only once the roles run, with a traceback. Never says what the files hold."""
+    for flag, path, pem, kind in (
+        ("--ssl-certfile", certfile, _PEM_CERTIFICATE, "PEM certificate"),
+        ("--ssl-keyfile", keyfile, _PEM_KEY, "PEM private key"),
+    ):
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read {flag} {path}: {exc.strerror}") from None
+        if pem.search(text) is None:
+            raise StartupError(f"{flag} {path} holds no {kind}")
+
+    def no_passphrase() -> str:
+        # Without a callback OpenSSL would ask on the terminal, and a server would hang
+        raise _EncryptedKey
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile, password=no_passphrase)
+    except _EncryptedKey:
+        raise StartupError(
+            f"--ssl-keyfile {keyfile} is encrypted: aqueue takes an unencrypted key "
+            "(keep it readable by aqueue's user only)"
+        ) from None
+    except ssl.SSLError as exc:
+        reason = re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc))
+        raise StartupError(
+            f"cannot serve HTTPS with --ssl-certfile {certfile} and --ssl-keyfile "
+            f"{keyfile}: {reason}"
+        ) from None
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
 async def serve(settings: Settings) -> None:
     registry = load_registry(settings.app)  # a bad --app fails before anything starts
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
     metrics_port = settings.metrics_port
     try:
@@ -182,7 +230,17 @@ class HttpRole:
 
 def _address(settings: Settings, port: int) -> str:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{port}"
+    return f"{'https' if settings.tls else 'http'}://{host}:{port}"
+
+
+def _http_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config's arguments both HTTP servers (the api, the metrics port) share."""
+    options = protocol.config_options(settings.max_url_bytes, settings.max_header_bytes)
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        options.update(
+            ssl_certfile=str(settings.ssl_certfile), ssl_keyfile=str(settings.ssl_keyfile)
+        )
+    return options
 
 
 def new_process_id() -> str:
@@ -220,7 +278,7 @@ def build_roles(
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=5,
-            **protocol.config_options(settings.max_url_bytes, settings.max_header_bytes),
+            **_http_options(settings),
         )
         listening = f"api listening on {_address(settings, settings.port)} (the dashboard is at /)"
         roles.append(HttpRole("api", 10.0, _ApiServer(config, listening), sock))  # 5 s graceful
@@ -251,7 +309,7 @@ def build_roles(
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=1,
-            **protocol.config_options(settings.max_url_bytes, settings.max_header_bytes),
+            **_http_options(settings),
         )
         listening = f"metrics on {_address(settings, settings.metrics_port)}/metrics"
         roles.append(HttpRole("metrics", 3.0, _ApiServer(config, listening), metrics_sock))  # 1 s

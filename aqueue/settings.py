@@ -437,6 +437,24 @@ class Settings:
         env="AQUEUE_MAX_BODY_BYTES",
         help="largest request body the API takes, on any route (larger: 413)",
     )
+    # HTTPS for the api role and the metrics port (both uvicorn servers): a PEM
+    # certificate chain and its unencrypted key, both or neither (see _settle)
+    ssl_certfile: Path | None = option(
+        None,
+        parse=Path,
+        flag="--ssl-certfile",
+        env="AQUEUE_SSL_CERTFILE",
+        help="serve HTTPS (the API and --metrics-port) with this PEM certificate chain; "
+        "needs --ssl-keyfile",
+        shown="none (plain HTTP)",
+    )
+    ssl_keyfile: Path | None = option(
+        None,
+        parse=Path,
+        flag="--ssl-keyfile",
+        env="AQUEUE_SSL_KEYFILE",
+        help="the PEM private key of --ssl-certfile, unencrypted",
+    )
     # The request's URL (path and query string) and its headers (names and values summed)
     # past which the API answers 414 and 431: no route needs more, and uvicorn is held to
     # the same while it reads a request (aqueue/protocol.py), so a client cannot make the
@@ -537,6 +555,11 @@ class Settings:
         return self.lease_seconds / 3
 
     @property
+    def tls(self) -> bool:
+        """Whether the HTTP servers speak HTTPS (the certificate and key come together)."""
+        return self.ssl_certfile is not None
+
+    @property
     def api_allowed_hosts(self) -> tuple[str, ...]:
         """Bound to loopback, the API answers only local names: a web page whose own name
         resolves to 127.0.0.1 (DNS rebinding) gets a 400 instead of every job. Bound
@@ -596,6 +619,15 @@ def load_settings(
 def _settle(values: dict[str, Any], command: str) -> None:
     """The rules across options, on the values given (the others keep their defaults)."""
     defaults = Settings()
+    if ("ssl_certfile" in values) != ("ssl_keyfile" in values):
+        given, missing = (
+            ("--ssl-certfile", "--ssl-keyfile")
+            if "ssl_certfile" in values
+            else ("--ssl-keyfile", "--ssl-certfile")
+        )
+        raise SettingsError(
+            f"{given} needs {missing} too: HTTPS takes a certificate and its private key"
+        )
     # only where both apply: `aqueue enqueue` sends no HTTP request, its payload no body
     if "max_payload_bytes" in values and command == "serve":
         body = values.get("max_body_bytes", defaults.max_body_bytes)

@@ -245,3 +245,24 @@ async def jobs_in_every_state(pool: asyncpg.Pool, queue: str) -> int:
     claimed = await store.claim(pool, queue, 1, "a-worker", 30)
     assert [job.id for job in claimed] == [running.id]
     return 3
+
+
+OPENSSL = "/usr/bin/openssl"
+
+
+def self_signed_certificate(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its unencrypted key, made by the
+    openssl command: (cert.pem, key.pem) in `directory`."""
+    import subprocess
+
+    cert, key = directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
+    subprocess.run(
+        [
+            OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -241,6 +242,29 @@ def test_both_limits_raised_together_are_taken():
 
 def test_enqueue_sends_no_body_so_its_payload_limit_is_not_held_to_one():
     assert settings_for("enqueue", "demo.echo", "--max-payload-bytes", "5000000").max_payload_bytes
+
+
+# --- TLS -------------------------------------------------------------------------------
+
+
+def test_tls_is_off_unless_a_certificate_and_its_key_are_given(monkeypatch):
+    assert not settings_for("serve").tls
+    monkeypatch.setenv("AQUEUE_SSL_CERTFILE", "/tls/cert.pem")
+    monkeypatch.setenv("AQUEUE_SSL_KEYFILE", "/tls/key.pem")
+    settings = settings_for("serve")
+    assert settings.tls
+    assert (settings.ssl_certfile, settings.ssl_keyfile) == (
+        Path("/tls/cert.pem"),
+        Path("/tls/key.pem"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"), [("--ssl-certfile", "--ssl-keyfile"), ("--ssl-keyfile", "--ssl-certfile")]
+)
+def test_a_certificate_or_key_alone_is_refused(given, missing):
+    with pytest.raises(SettingsError, match=f"^{given} needs {missing} too"):
+        settings_for("serve", given, "/tls/file.pem")
 
 
 # --- precedence: flags over environment over defaults -----------------------------------
