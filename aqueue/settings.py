@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aqueue.model import ValidationError, check_name
 
@@ -221,6 +222,53 @@ def _allowed_host(text: str) -> str:
 
 # `api.example.com,*.internal` -> ("api.example.com", "*.internal"); `*` is any
 parse_allowed_hosts = comma_list(_allowed_host, "needs at least one host name, or * for any")
+
+
+_ORIGIN_HOST = re.compile(r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _cors_origin(text: str) -> str:
+    """`https://App.example.com:443` -> `https://app.example.com`: an origin as a browser
+    sends it in its Origin header (lower case, no default port), so that it compares equal."""
+    if text == "*":
+        raise SettingsError(
+            "does not take *: the API answers with job payloads and acts on queues, so name "
+            "each origin whose pages may use it (https://app.example.com)"
+        )
+    if "*" in text:
+        raise SettingsError(f"has {text!r}: wildcards are not taken, name each origin")
+    shape = "an origin is scheme://host[:port] with nothing after it, e.g. https://app.example.com"
+    try:
+        parts = urlsplit(text.lower())
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"has {text!r}, which is not an origin: {shape}") from None
+    host = parts.hostname or ""
+    bracketed = parts.netloc.rpartition("@")[2].startswith("[")
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            host = ""
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not (bracketed or _ORIGIN_HOST.fullmatch(host))
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        raise SettingsError(f"has {text!r}, which is not an origin: {shape}")
+    netloc = f"[{host}]" if bracketed else host
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        netloc += f":{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+# `https://app.example.com,http://localhost:3000` -> those origins, as browsers send them
+parse_cors_origins = comma_list(_cors_origin, "needs at least one origin (https://app.example.com)")
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -454,6 +502,17 @@ class Settings:
         flag="--ssl-keyfile",
         env="AQUEUE_SSL_KEYFILE",
         help="the PEM private key of --ssl-certfile, unencrypted",
+    )
+    # Origins whose pages may call the API from a browser (CORS): exact origins, never
+    # `*`; their state-changing requests pass the cross-site check too (api/origin.py)
+    cors_origins: tuple[str, ...] = option(
+        (),
+        parse=parse_cors_origins,
+        flag="--cors-origins",
+        env="AQUEUE_CORS_ORIGINS",
+        help="origins whose web pages may call the API (CORS), comma-separated: "
+        "https://app.example.com",
+        shown="off",
     )
     # The request's URL (path and query string) and its headers (names and values summed)
     # past which the API answers 414 and 431: no route needs more, and uvicorn is held to

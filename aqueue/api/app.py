@@ -17,6 +17,7 @@ from starlette.routing import Route
 from aqueue import store
 from aqueue.api import dashboard, depth, jobs, queues, schedules, stats, workers
 from aqueue.api import metrics as metrics_api
+from aqueue.api.cors import Cors
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.limits import RequestLimits
@@ -105,8 +106,12 @@ def create_app(
     interval instead. `metrics`: the process's, served at GET /metrics and counting
     the jobs enqueued here; without one there is no /metrics."""
     hosts = settings.api_allowed_hosts
-    middleware = [
-        # first: nothing runs for a request past the limits, nor reads more of it
+    # outermost, where CORS is on: a preflight is answered before anything, and every
+    # answer to an allowed origin's page (a 413, a 429) carries the headers it needs to
+    # read it
+    middleware = [Middleware(Cors, origins=settings.cors_origins)] if settings.cors_origins else []
+    middleware += [
+        # then nothing runs for a request past the limits, nor reads more of it
         Middleware(
             RequestLimits,
             max_url_bytes=settings.max_url_bytes,
@@ -114,7 +119,7 @@ def create_app(
             max_body_bytes=settings.max_body_bytes,
         ),
         # then a forged cross-site request is refused before it reaches anything
-        Middleware(SameOrigin),
+        Middleware(SameOrigin, allowed_origins=settings.cors_origins),
     ]
     if "*" not in hosts:
         middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=EXEMPT_PATHS))

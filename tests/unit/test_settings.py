@@ -19,6 +19,7 @@ from aqueue.settings import (
     load_settings,
     options_for,
     parse_allowed_hosts,
+    parse_cors_origins,
     parse_port,
     parse_queues,
     parse_roles,
@@ -265,6 +266,53 @@ def test_tls_is_off_unless_a_certificate_and_its_key_are_given(monkeypatch):
 def test_a_certificate_or_key_alone_is_refused(given, missing):
     with pytest.raises(SettingsError, match=f"^{given} needs {missing} too"):
         settings_for("serve", given, "/tls/file.pem")
+
+
+# --- CORS origins -----------------------------------------------------------------------
+
+
+def test_cors_is_off_unless_origins_are_given(monkeypatch):
+    assert settings_for("serve").cors_origins == ()
+    monkeypatch.setenv("AQUEUE_CORS_ORIGINS", "https://app.example.com")
+    assert settings_for("serve").cors_origins == ("https://app.example.com",)
+
+
+@pytest.mark.parametrize(
+    ("text", "origins"),
+    [
+        ("https://app.example.com", ("https://app.example.com",)),
+        # as a browser sends it: lower case, no default port
+        ("HTTPS://App.Example.COM:443", ("https://app.example.com",)),
+        (
+            "http://127.0.0.1:80, http://localhost:3000",
+            ("http://127.0.0.1", "http://localhost:3000"),
+        ),
+        ("http://[::1]:8080,http://[::1]:8080", ("http://[::1]:8080",)),
+    ],
+)
+def test_cors_origins_are_read_as_browsers_send_them(text, origins):
+    assert parse_cors_origins(text) == origins
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("*", "does not take \\*: the API answers with job payloads"),
+        ("https://*.example.com", "wildcards are not taken"),
+        ("https://app.example.com/", "not an origin"),
+        ("https://app.example.com/app", "not an origin"),
+        ("app.example.com", "not an origin"),
+        ("ftp://app.example.com", "not an origin"),
+        ("https://user:pw@app.example.com", "not an origin"),
+        ("https://app.example.com?x=1", "not an origin"),
+        ("https://app.example.com:99999", "not an origin"),
+        ("https://[not:ipv6]", "not an origin"),
+        (" , ", "at least one origin"),
+    ],
+)
+def test_what_is_not_an_exact_origin_is_refused_naming_it(text, named):
+    with pytest.raises(SettingsError, match=f"^--cors-origins .*{named}"):
+        settings_for("serve", "--cors-origins", text)
 
 
 # --- precedence: flags over environment over defaults -----------------------------------
