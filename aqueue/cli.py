@@ -43,6 +43,8 @@ def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
     None when absent, so that load_settings can tell a flag from an environment variable."""
     for option in s.options_for(command):
         env = " or ".join(option.env_names)
+        if option.file_env is not None:
+            env += f", or a file named by {option.file_env}"
         text = f"{option.help} [default {option.shown_default}; env {env}]"
         parser.add_argument(
             option.flag,

@@ -289,10 +289,20 @@ class Option:
     env_fallback: str | None
     # how the default reads in --help and the README, when str(default) would not do
     shown: str | None
+    # a variable naming a file whose content (stripped of surrounding whitespace) is the
+    # value, read when neither the flag nor `env` (nor `env_fallback`) is set: a secret as
+    # Kubernetes and Docker mount them, kept out of the environment
+    file_env: str | None = None
 
     @property
     def env_names(self) -> tuple[str, ...]:
+        """The variables that hold the value itself."""
         return (self.env,) if self.env_fallback is None else (self.env, self.env_fallback)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Every variable the option reads: those with the value, then the file's."""
+        return self.env_names if self.file_env is None else (*self.env_names, self.file_env)
 
     @property
     def shown_default(self) -> str:
@@ -310,6 +320,8 @@ class Option:
     def describe(self, env: str | None) -> str:
         """How an error names the option: by its flag, and by the variable the bad value
         came from, if it came from one."""
+        if env is not None and env == self.file_env:
+            return f"{self.flag} (from the file {env} names)"
         return self.flag if env is None else f"{self.flag} (env {env})"
 
 
@@ -326,6 +338,7 @@ def option(
     commands: tuple[str, ...] = ("serve",),
     env_fallback: str | None = None,
     shown: str | None = None,
+    file_env: str | None = None,
 ) -> T:
     """A Settings field that is also a row of the table of options."""
     row = {
@@ -336,6 +349,7 @@ def option(
         "commands": commands,
         "env_fallback": env_fallback,
         "shown": shown,
+        "file_env": file_env,
     }
     if type(default).__hash__ is None:  # a dict or list: each Settings gets its own copy
         made: Any = field(default_factory=lambda: copy.copy(default), metadata={_ROW: row})
@@ -396,6 +410,9 @@ class Settings:
         help="PostgreSQL URL; without one, an embedded PostgreSQL is started in --data-dir",
         commands=COMMANDS,
         shown="embedded",
+        # the URL holds the password: a file keeps it out of the environment, which child
+        # processes inherit and /proc/<pid>/environ shows
+        file_env="AQUEUE_DATABASE_URL_FILE",
     )
     data_dir: Path = option(
         Path(".aqueue"),
@@ -657,22 +674,55 @@ def load_settings(
     flags: Mapping[str, Any], environ: Mapping[str, str], command: str = "serve"
 ) -> Settings:
     """Settings for `command` from its flags (text or None, by option name) and the
-    environment: a flag wins over its variable, which wins over the default. An empty
-    variable counts as unset. Options `command` does not take keep their defaults."""
+    environment: a flag wins over its variable, which wins over the file its file
+    variable names (`Option.file_env`), which wins over the default. An empty variable
+    counts as unset. Options `command` does not take keep their defaults."""
     values: dict[str, Any] = {}
     for row in options_for(command):
         text, env = flags.get(row.name), None
         if text is None:
-            env = next((name for name in row.env_names if environ.get(name)), None)
+            env = next((name for name in row.variables if environ.get(name)), None)
             if env is None:
                 continue
-            text = environ[env]
+            text = read_secret_file(row, environ[env]) if env == row.file_env else environ[env]
         try:
             values[row.name] = row.parse(text)
         except SettingsError as exc:
-            raise SettingsError(f"{row.describe(env)} {exc}") from None
+            message = str(exc)
+            if env is not None and env == row.file_env:
+                # parsers quote what they refuse: not what a secret's file holds (too
+                # short to be one, it is left, or every digit 1 of a message would go)
+                message = message.replace(repr(text), "(its content)")
+                if len(text) >= 4:
+                    message = message.replace(text, "(its content)")
+            raise SettingsError(f"{row.describe(env)} {message}") from None
     _settle(values, command)
     return Settings(**values)
+
+
+# a secret is a line or two; a larger file is a wrong path (a log, a device)
+MAX_SECRET_FILE_BYTES = 65_536
+
+
+def read_secret_file(row: Option, path: str) -> str:
+    """The content of the file `row.file_env` names, stripped of surrounding whitespace
+    (the final newline of `echo ... > file`, or of a mounted Secret's value). Errors name
+    the variable and the path, never the content."""
+    where = f"{row.flag}: the file {row.file_env} names ({path})"
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{where} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise SettingsError(f"{where} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{where} is not UTF-8 text") from None
+    if not text:
+        raise SettingsError(f"{where} is empty")
+    return text
 
 
 def _settle(values: dict[str, Any], command: str) -> None:

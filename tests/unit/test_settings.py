@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from aqueue.settings import (
 def clean_env(monkeypatch):
     """No aqueue variable of the machine running the tests leaks into them."""
     for option in OPTIONS:
-        for name in option.env_names:
+        for name in option.variables:
             monkeypatch.delenv(name, raising=False)
 
 
@@ -315,6 +316,83 @@ def test_what_is_not_an_exact_origin_is_refused_naming_it(text, named):
         settings_for("serve", "--cors-origins", text)
 
 
+# --- values from files ------------------------------------------------------------------
+
+SECRET_URL = "postgresql://aqueue:s3cr3t-pw@db.internal:5432/aqueue"
+
+
+def test_the_database_url_can_come_from_a_file(monkeypatch, tmp_path):
+    secret = tmp_path / "database-url"
+    secret.write_text(f"  {SECRET_URL}\n\n")  # as `echo` or a mounted Secret leaves it
+    monkeypatch.setenv("AQUEUE_DATABASE_URL_FILE", str(secret))
+    for command in ("serve", "migrate", "enqueue", "queues"):
+        positional = ["demo.echo"] if command == "enqueue" else []
+        assert settings_for(command, *positional).database_url == SECRET_URL
+
+
+def test_the_flag_and_the_plain_variable_win_over_the_file(monkeypatch, tmp_path):
+    secret = tmp_path / "database-url"
+    secret.write_text(SECRET_URL)
+    monkeypatch.setenv("AQUEUE_DATABASE_URL_FILE", str(secret))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-env/db")
+    assert settings_for("serve").database_url == "postgresql://from-env/db"
+    flagged = settings_for("serve", "--database-url", "postgresql://from-flag/db")
+    assert flagged.database_url == "postgresql://from-flag/db"
+    # an empty variable counts as unset, as everywhere
+    monkeypatch.setenv("DATABASE_URL", "")
+    assert settings_for("serve").database_url == SECRET_URL
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: None, "cannot be read: No such file or directory"),
+        (lambda path: path.mkdir(), "cannot be read: Is a directory"),
+        (lambda path: path.write_text(" \n\t\n"), "is empty"),
+        (lambda path: path.write_bytes(b"\xff\xfe" + SECRET_URL.encode()), "is not UTF-8 text"),
+        (lambda path: path.write_text(SECRET_URL * 2000), "is larger than 65536 bytes"),
+    ],
+)
+def test_a_file_that_cannot_be_used_is_refused_naming_the_variable_and_path(
+    monkeypatch, tmp_path, make, said
+):
+    path = tmp_path / "database-url"
+    make(path)
+    monkeypatch.setenv("AQUEUE_DATABASE_URL_FILE", str(path))
+    with pytest.raises(SettingsError) as refused:
+        settings_for("serve")
+    message = str(refused.value)
+    assert message == f"--database-url: the file AQUEUE_DATABASE_URL_FILE names ({path}) {said}"
+    assert "s3cr3t" not in message
+
+
+def test_a_value_from_a_file_that_its_parser_refuses_is_not_shown(monkeypatch, tmp_path):
+    # the mechanism is the table's: any option may name a file variable
+    from aqueue import settings as module
+
+    rows = [
+        replace(o, file_env="AQUEUE_PORT_FILE") if o.name == "port" else o for o in module.OPTIONS
+    ]
+    monkeypatch.setattr(module, "OPTIONS", tuple(rows))
+    path = tmp_path / "port"
+    path.write_text("hunter2-port\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, {"AQUEUE_PORT_FILE": str(path)})
+    message = str(refused.value)
+    assert message.startswith("--port (from the file AQUEUE_PORT_FILE names) must be a whole")
+    assert "hunter2" not in message
+    path.write_text("9000\n")
+    assert load_settings({}, {"AQUEUE_PORT_FILE": str(path)}).port == 9000
+
+
+def test_help_names_the_file_variable(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--help"])
+    assert "or a file named by AQUEUE_DATABASE_URL_FILE" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
 # --- precedence: flags over environment over defaults -----------------------------------
 
 
@@ -458,7 +536,7 @@ def test_load_settings_takes_flags_by_option_name():
 
 def test_every_option_has_its_own_flag_and_variables():
     flags = [o.flag for o in OPTIONS]
-    envs = [name for o in OPTIONS for name in o.env_names]
+    envs = [name for o in OPTIONS for name in o.variables]
     assert len(set(flags)) == len(flags)
     assert len(set(envs)) == len(envs)
 
