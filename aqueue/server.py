@@ -277,6 +277,9 @@ def build_roles(
             lifespan="off",
             log_level=settings.log_level.lower(),
             access_log=False,
+            # no handlers of uvicorn's own: its records reach the root logger's, with
+            # aqueue's format and its masking of secrets (aqueue/redact.py)
+            log_config=None,
             timeout_graceful_shutdown=5,
             **_http_options(settings),
         )
@@ -308,6 +311,7 @@ def build_roles(
             lifespan="off",
             log_level=settings.log_level.lower(),
             access_log=False,
+            log_config=None,
             timeout_graceful_shutdown=1,
             **_http_options(settings),
         )
