@@ -4,12 +4,15 @@ max_incomplete_event_size); with httptools, the parser it picks whenever httptoo
 installed (aqueue depends on it: a third more requests per second), a client could send
 headers of any size and the server would hold them all, and a URL up to 64 KiB.
 
-Here the URL and the headers are held, while they arrive, to the limits the API's
-middleware (aqueue/api/limits.py) answers for: past them the client gets the same JSON 414
-or 431, and the rest of what it sends is read and dropped until it closes (at most
+Here the URL is held, while it arrives, to the limit the API's middleware
+(aqueue/api/limits.py) answers for, and the whole head to those of the URL and the
+headers together (`head_bound`), counted in the bytes received since the head began, so
+that even one endless header is cut off. Past them the client gets a JSON 414 or 431 as
+the middleware's, and what it sends on is read and dropped until it closes (at most
 LINGER_SECONDS), rather than the connection reset under a client still sending, which
-would lose the answer. A header still arriving is counted by the bytes received since the
-head began, so even one endless header is cut off."""
+would lose the answer. A head within the bound reaches the middleware, which answers for
+the exact header limit: one count of the headers, where counting them here too would
+cost a call per header of every request."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from aqueue.api.limits import header_refusal, url_refusal
+from aqueue.api.limits import url_refusal
 
 LINGER_SECONDS = 5.0
 # the request line's method and version, the line ends and `: ` of the headers: what the
@@ -57,7 +60,6 @@ def bounded_httptools(max_url_bytes: int, max_header_bytes: int) -> type[asyncio
     class BoundedHttpTools(httptools_impl.HttpToolsProtocol):
         _refusal: tuple[int, str] | None = None
         _in_head = False
-        _header_bytes = 0
         _head_bytes = 0
 
         def data_received(self, data: bytes) -> None:
@@ -71,24 +73,22 @@ def bounded_httptools(max_url_bytes: int, max_header_bytes: int) -> type[asyncio
             # request's body): the bound holds give or take one read.
             self._head_bytes = self._head_bytes + len(data) if was_in_head else 0
             if self._head_bytes > bound:
-                self._refusal = (431, header_refusal(self._head_bytes, max_header_bytes))
+                message = (
+                    f"the request's head passed {bound} bytes and goes on; the limit of its "
+                    f"headers is {max_header_bytes}"
+                )
+                self._refusal = (431, message)
                 self._answer()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head = True
-            self._header_bytes = self._head_bytes = 0
+            self._head_bytes = 0
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
             if len(self.url) > max_url_bytes:
                 self._refuse(414, url_refusal(len(self.url), max_url_bytes))
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            super().on_header(name, value)
-            self._header_bytes += len(name) + len(value)
-            if self._header_bytes > max_header_bytes:
-                self._refuse(431, header_refusal(self._header_bytes, max_header_bytes))
 
         def on_headers_complete(self) -> None:
             self._in_head = False

@@ -8,8 +8,6 @@ it (aqueue/protocol.py); this middleware is what answers for the app wherever it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aqueue.api.errors import error_response
@@ -22,16 +20,12 @@ def url_size(scope: Scope) -> int:
     return len(path) + (len(query) + 1 if query else 0)
 
 
-def header_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
-    """Bytes of the headers' names and values (the `: ` and line ends not counted)."""
-    return sum(len(name) + len(value) for name, value in headers)
-
-
 def url_refusal(size: int, limit: int) -> str:
     return f"the URL is {size} bytes long; the limit is {limit} (path and query string)"
 
 
 def header_refusal(size: int, limit: int) -> str:
+    """Headers are counted by their names and values (not the `: ` and line ends)."""
     return f"the request's headers are {size} bytes; the limit is {limit}"
 
 
@@ -52,20 +46,24 @@ class RequestLimits:
         if size > self.max_url_bytes:
             await error_response(414, url_refusal(size, self.max_url_bytes))(scope, receive, send)
             return
-        headers = scope["headers"]
-        size = header_size(headers)
+        size, declared, chunked = 0, None, False
+        for name, value in scope["headers"]:  # one pass: this runs for every request
+            size += len(name) + len(value)
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if size > self.max_header_bytes:
             message = header_refusal(size, self.max_header_bytes)
             await error_response(431, message)(scope, receive, send)
             return
-        declared = next((v for k, v in headers if k == b"content-length"), None)
         if declared is not None:
             # The server delivers no more than a Content-Length it accepted.
             if declared.isdigit() and int(declared) > self.max_body_bytes:
                 message = f"the body is {int(declared)} bytes; the limit is {self.max_body_bytes}"
                 await error_response(413, message)(scope, receive, send)
                 return
-        elif any(k == b"transfer-encoding" for k, _ in headers):
+        elif chunked:
             # No length given: read it here, up to the limit, before any route sees it.
             # A route that takes no body would otherwise act on a request whose body is
             # still arriving, and one that reads it whole (request.body()) would read any
