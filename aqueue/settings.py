@@ -16,7 +16,8 @@ text of the flag or variable and returns the value, or raises SettingsError with
 that completes a sentence about the option ("must be a number, got 'x'"): the loader puts
 the flag (and the variable, when the value came from one) in front. `integer`,
 `positive_float`, `duration` and `comma_list` cover most options. A rule across options
-belongs in `_settle`.
+belongs in `_settle`. An option that holds a secret may also name `file_env`, a variable
+whose value is the path of a file holding the value (see `read_secret_file`).
 """
 
 from __future__ import annotations
