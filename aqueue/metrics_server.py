@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import asyncpg
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from aqueue.api import metrics as metrics_api
-from aqueue.api.app import healthz
+from aqueue.api.app import PROBE_PATHS, api_error, healthz
+from aqueue.api.auth import Authenticate, Authenticator
+from aqueue.api.errors import ApiError
 from aqueue.metrics import Metrics
+from aqueue.settings import Settings
 
 
-def create_metrics_app(pool: asyncpg.Pool, metrics: Metrics) -> Starlette:
-    """No Host check and no rate limit: it serves nothing but the process's metrics."""
-    app = Starlette(routes=[*metrics_api.routes, Route("/healthz", healthz, methods=["GET"])])
+def create_metrics_app(pool: asyncpg.Pool, metrics: Metrics, settings: Settings) -> Starlette:
+    """No Host check and no rate limit: it serves nothing but the process's metrics. With
+    authentication on, /metrics needs a token with the read scope, as on the api."""
+    middleware = []
+    if settings.auth_enabled:
+        authenticator = Authenticator(pool, settings.api_token)
+        middleware.append(
+            Middleware(Authenticate, authenticator=authenticator, skip_paths=PROBE_PATHS)
+        )
+    app = Starlette(
+        middleware=middleware,
+        routes=[*metrics_api.routes, Route("/healthz", healthz, methods=["GET"])],
+        exception_handlers={ApiError: api_error},
+    )
     app.state.pool = pool
     app.state.metrics = metrics
+    app.state.settings = settings
     return app

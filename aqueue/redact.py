@@ -1,8 +1,9 @@
-"""Secrets kept out of what aqueue prints: the database URL and its password, in any log
-record (message and traceback, uvicorn's and asyncpg's included) and in the CLI's error
-line. aqueue's own messages never include the URL; this is the net under what a library
-might put in an exception's text (a malformed URL quoted back, a password that is not
-%-encoded and so read as part of the host or port)."""
+"""Secrets kept out of what aqueue prints: the database URL and its password (and the
+shared API token, --api-token), in any log record (message and traceback, uvicorn's and
+asyncpg's included) and in the CLI's error line. aqueue's own messages never include
+them; this is the net under what a library might put in an exception's text (a malformed
+URL quoted back, a password that is not %-encoded and so read as part of the host or
+port)."""
 
 from __future__ import annotations
 

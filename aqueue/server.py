@@ -29,7 +29,7 @@ from aqueue.notifier import Notifier
 from aqueue.reaper import Reaper
 from aqueue.registry import Registry, load_registry
 from aqueue.scheduler import Scheduler
-from aqueue.settings import Settings
+from aqueue.settings import Settings, is_loopback
 from aqueue.worker import Worker
 
 log = logging.getLogger("aqueue.server")
@@ -305,7 +305,7 @@ def build_roles(
     if settings.metrics_port is not None:
         assert metrics is not None
         config = uvicorn.Config(
-            create_metrics_app(pool, metrics),
+            create_metrics_app(pool, metrics, settings),
             host=settings.host,
             port=settings.metrics_port,
             lifespan="off",
@@ -341,6 +341,14 @@ async def run_roles(
     roles = build_roles(
         pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock
     )
+    api = any(role.name == "api" for role in roles)
+    if api and not settings.auth_enabled and not is_loopback(settings.host):
+        log.warning(
+            "the API listens on %s with authentication off: anyone who reaches it can "
+            "read every job and enqueue, cancel or retry jobs; turn it on with --auth on "
+            "and tokens from `aqueue tokens create`, or --api-token",
+            settings.host,
+        )
     await RoleGroup(roles).run_until(stop)
 
 

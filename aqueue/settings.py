@@ -52,6 +52,7 @@ COMMANDS = (
     "workers",
     "schedules",
     "limits",
+    "tokens",
 )
 
 
@@ -152,6 +153,29 @@ def parse_payload_limit(text: str) -> int:
 MAX_BODY_LIMIT = 1 << 30
 
 parse_body_limit = integer(1, MAX_BODY_LIMIT)
+
+
+def switch(text: str) -> bool:
+    cleaned = text.strip().lower()
+    if cleaned in ("on", "true", "yes", "1"):
+        return True
+    if cleaned in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(f"must be on or off, got {text!r}")
+
+
+# a shared secret a person types or pastes: long enough that guessing it is hopeless
+MIN_API_TOKEN_LENGTH = 16
+
+
+def parse_api_token(text: str) -> str:
+    token = text.strip()
+    if len(token) < MIN_API_TOKEN_LENGTH or any(c.isspace() for c in token):
+        raise SettingsError(
+            f"must be at least {MIN_API_TOKEN_LENGTH} characters without spaces "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
 
 
 def parse_log_level(text: str) -> str:
@@ -340,8 +364,10 @@ def option(
     env_fallback: str | None = None,
     shown: str | None = None,
     file_env: str | None = None,
+    secret: bool = False,
 ) -> T:
-    """A Settings field that is also a row of the table of options."""
+    """A Settings field that is also a row of the table of options. A `secret` one is
+    left out of the Settings' repr, so that a logged or printed Settings shows no secret."""
     row = {
         "parse": parse,
         "flag": flag,
@@ -353,9 +379,11 @@ def option(
         "file_env": file_env,
     }
     if type(default).__hash__ is None:  # a dict or list: each Settings gets its own copy
-        made: Any = field(default_factory=lambda: copy.copy(default), metadata={_ROW: row})
+        made: Any = field(
+            default_factory=lambda: copy.copy(default), metadata={_ROW: row}, repr=not secret
+        )
     else:
-        made = field(default=default, metadata={_ROW: row})
+        made = field(default=default, metadata={_ROW: row}, repr=not secret)
     return made
 
 
@@ -414,6 +442,7 @@ class Settings:
         # the URL holds the password: a file keeps it out of the environment, which child
         # processes inherit and /proc/<pid>/environ shows
         file_env="AQUEUE_DATABASE_URL_FILE",
+        secret=True,
     )
     data_dir: Path = option(
         Path(".aqueue"),
@@ -584,6 +613,26 @@ class Settings:
         "100/min or 1000/h",
         shown="off",
     )
+    # API authentication: None follows api_token (on when one is given); see auth_enabled
+    auth: bool | None = option(
+        None,
+        parse=switch,
+        flag="--auth",
+        env="AQUEUE_AUTH",
+        help="require a bearer token on every route but /healthz and /readyz (tokens from "
+        "aqueue tokens create, or --api-token): on or off",
+        shown="on with --api-token, else off",
+    )
+    # the simple mode: one shared token with every scope, beside the database's tokens
+    api_token: str | None = option(
+        None,
+        parse=parse_api_token,
+        flag="--api-token",
+        env="AQUEUE_API_TOKEN",
+        help="one shared bearer token with every scope (turns --auth on)",
+        shown="none",
+        secret=True,
+    )
     threads: int = option(
         10,
         parse=positive_int,
@@ -647,6 +696,10 @@ class Settings:
             return ("*",)
         bound = f"[{self.host}]" if ":" in self.host else self.host.lower()
         return tuple(dict.fromkeys((*LOOPBACK_HOSTS, bound)))
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth if self.auth is not None else self.api_token is not None
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -756,6 +809,8 @@ def _settle(values: dict[str, Any], command: str) -> None:
     port = values.get("port", defaults.port)
     if "api" in roles and values.get("metrics_port") == port:
         raise SettingsError(f"--metrics-port must differ from --port ({port}) with the api role")
+    if values.get("auth") is False and values.get("api_token") is not None:
+        raise SettingsError("--api-token needs authentication on: drop --auth off")
     base = values.get("backoff_base_seconds", defaults.backoff_base_seconds)
     if values.get("backoff_cap_seconds", defaults.backoff_cap_seconds) < base:
         raise SettingsError("--backoff-cap must not be smaller than --backoff-base")

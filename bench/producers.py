@@ -45,14 +45,18 @@ async def warm_up(q: Producer) -> dict[str, Any]:
 
 async def pickup(q: Producer, n: int, rate: float) -> dict[str, Any]:
     """``n`` jobs one by one at ``rate``/s, each stamped with time.time() just before its
-    enqueue call (the handler's start time minus that stamp is the latency)."""
+    enqueue call (the handler's start time minus that stamp is the latency). ``returned``:
+    time.time() once each call returned, its commit done (the latency from there leaves
+    out the enqueue's own durable commit)."""
     t0 = time.monotonic()
+    returned = []
     for i in range(n):
         delay = t0 + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         await q.enqueue_one({"i": i, "t": time.time()})
-    return {"sent": n}
+        returned.append(time.time())
+    return {"sent": n, "returned": returned}
 
 
 async def load(q: Producer, rate: float, duration: float, tick: float) -> dict[str, Any]:

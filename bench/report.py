@@ -150,10 +150,13 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             "## Each system as a share of the database's own ceiling",
             "",
-            "The same claim/complete cycle as plain SQL, batches of 100, run by pgbench "
-            "(1 connection for the one-process drains, 2 for the two-process drain). "
-            "A worker process that overlaps claims and completions on several pooled "
-            "connections can pass the 1-connection figure.",
+            "Drains: the same claim/complete cycle as plain SQL, batches of 100, run by "
+            "pgbench (1 connection for the one-process drains, 2 for the two-process "
+            "drain); a worker process that overlaps claims and completions on several "
+            "pooled connections can pass the 1-connection figure. Enqueues: one asyncpg "
+            "connection inserting (type, payload) rows into the same jobs-like table, one "
+            "bare INSERT per job in its own durable transaction, or one binary COPY per "
+            "batch of 1,000.",
             "",
             "| scenario | sql ceiling (jobs/s) | " + " | ".join(shown) + " |",
             "|" + "---|" * (2 + len(shown)),

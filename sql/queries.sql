@@ -1486,3 +1486,36 @@ SELECT rate_count, rate_period,
 FROM queues
 WHERE name = $1 AND (rate_count IS NOT NULL OR fair OR key_concurrency IS NOT NULL
                      OR key_limits IS NOT NULL);
+
+
+-- name: insert_token --
+-- A new token ($1 name, $2 digest, $3 scopes, $4 seconds until it expires or null); null
+-- when the name is taken (by a live or a revoked token: a name is never reused, so that
+-- the log lines and rate-limit budgets of an old token never describe a new one).
+INSERT INTO api_tokens (name, digest, scopes, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+ON CONFLICT (name) DO NOTHING
+RETURNING name, scopes, created_at, expires_at, revoked_at, last_used_at;
+
+-- name: list_tokens --
+SELECT name, scopes, created_at, expires_at, revoked_at, last_used_at
+FROM api_tokens ORDER BY created_at, name;
+
+-- name: revoke_token --
+-- Revoked at once: the next request with it is refused (every request looks it up).
+UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE name = $1
+RETURNING name, scopes, created_at, expires_at, revoked_at, last_used_at;
+
+-- name: authenticate_token --
+-- The token whose digest is $1, if it is neither revoked nor expired. Notes its use when
+-- the last note is over a minute old: a write (and a WAL flush) a minute per token, not
+-- one per request; a request that writes nothing commits without touching the WAL.
+WITH found AS (
+    SELECT name, scopes, expires_at FROM api_tokens
+    WHERE digest = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+), noted AS (
+    UPDATE api_tokens SET last_used_at = now()
+    WHERE digest = $1 AND name IN (SELECT name FROM found)
+      AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT name, scopes, expires_at FROM found;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import asyncpg
 from starlette.applications import Starlette
@@ -12,16 +13,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from aqueue import store
-from aqueue.api import dashboard, depth, jobs, queues, schedules, stats, workers
+from aqueue.api import dashboard, depth, jobs, queues, schedules, session, stats, workers
 from aqueue.api import metrics as metrics_api
+from aqueue.api.auth import Authenticate, Authenticator, public, requires, route_scopes
 from aqueue.api.cors import Cors
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.limits import RequestLimits
-from aqueue.api.openapi import openapi_document
+from aqueue.api.openapi import openapi_document, with_security
 from aqueue.api.origin import SameOrigin
 from aqueue.api.ratelimit import RateLimiter
 from aqueue.db import is_connection_error
@@ -34,11 +36,13 @@ log = logging.getLogger("aqueue.api")
 READY_TIMEOUT_SECONDS = 2.0
 
 
+@public
 async def healthz(request: Request) -> JSONResponse:
     """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
 
 
+@public
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the database answers."""
     try:
@@ -53,13 +57,29 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
+@requires("read")
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(openapi_document())
+    document = openapi_document()
+    if request.app.state.settings.auth_enabled:
+        document = with_security(document, declared_scopes(request.app.routes))
+    return JSONResponse(document)
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
+def declared_scopes(routes: Sequence[BaseRoute]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(path, method) -> the scopes its endpoint declared (empty: public)."""
+    found = {}
+    for route in routes:
+        if isinstance(route, Route) and route.methods:
+            scopes = route_scopes(route.endpoint)
+            if scopes is not None:
+                for method in route.methods - {"HEAD"}:
+                    found[(route.path, method.lower())] = scopes
+    return found
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -93,6 +113,9 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 # Scraped by Prometheus, which names the target's address too; no rate limit either (a
 # scrape is no client's request, and a refused scrape is a gap in every graph).
 EXEMPT_PATHS = PROBE_PATHS | {metrics_api.PATH}
+# the same for everyone: looking up the token of who asks would only cost a statement
+UNGUARDED_PATHS = PROBE_PATHS | {"/"}
+UNGUARDED_PREFIXES = ("/dashboard/",)
 
 
 def create_app(
@@ -123,6 +146,17 @@ def create_app(
     ]
     if "*" not in hosts:
         middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=EXEMPT_PATHS))
+    authenticator = Authenticator(pool, settings.api_token)
+    if settings.auth_enabled:
+        # before the rate limit, which keys on the token's name
+        middleware.append(
+            Middleware(
+                Authenticate,
+                authenticator=authenticator,
+                skip_paths=UNGUARDED_PATHS,
+                skip_prefixes=UNGUARDED_PREFIXES,
+            )
+        )
     if settings.rate_limit is not None:
         # after the Host check: a request refused for its Host spends no budget
         middleware.append(
@@ -138,13 +172,14 @@ def create_app(
             *schedules.routes,
             *stats.routes,
             *dashboard.routes,
+            *session.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *(metrics_api.routes if metrics is not None else []),
         ],
         exception_handlers={
-            ApiError: _api_error,
+            ApiError: api_error,
             HTTPException: _http_error,
             asyncpg.DataError: _refused_value,
             Exception: _unexpected_error,
@@ -154,4 +189,5 @@ def create_app(
     app.state.settings = settings
     app.state.notifier = notifier
     app.state.metrics = metrics
+    app.state.authenticator = authenticator
     return app

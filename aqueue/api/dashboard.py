@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aqueue.api.auth import public
 from aqueue.api.errors import ApiError
 
 # The files the page loads, with their content types.
@@ -81,10 +82,12 @@ def _respond(request: Request, file: StaticFile, cache_control: str) -> Response
     return Response(file.body, media_type=file.media_type, headers=headers)
 
 
+@public
 async def page(request: Request) -> Response:
     return _respond(request, files()[PAGE], REVALIDATE)
 
 
+@public
 async def asset(request: Request) -> Response:
     name = request.path_params["name"]
     file = files().get(name) if name in ASSETS else None

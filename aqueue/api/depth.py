@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aqueue import control
+from aqueue.api.auth import requires
 from aqueue.api.errors import ApiError
 from aqueue.model import ValidationError
 
@@ -24,6 +25,7 @@ def _named_queues(request: Request) -> list[str]:
     return list(dict.fromkeys(name for name in names if name))
 
 
+@requires("read")
 async def queue_depths(request: Request) -> JSONResponse:
     try:
         depths = await control.depths(request.app.state.pool, _named_queues(request))

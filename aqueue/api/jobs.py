@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aqueue import control, producer, store
+from aqueue.api.auth import requires
 from aqueue.api.errors import ApiError, read_json
 from aqueue.model import (
     COMPAT_STATUS,
@@ -47,6 +48,7 @@ async def _body(request: Request) -> Any:
     return await read_json(request, _settings(request).max_payload_bytes + BODY_OVERHEAD)
 
 
+@requires("enqueue")
 async def create_job(request: Request) -> JSONResponse:
     data = await _body(request)
     try:
@@ -64,6 +66,7 @@ async def _submit(request: Request, spec: JobSpec) -> tuple[Job, bool]:
         raise ApiError(400, str(exc)) from None
 
 
+@requires("read")
 async def list_jobs(request: Request) -> JSONResponse:
     params = request.query_params
     unknown = sorted(set(params) - LIST_PARAMS)
@@ -98,6 +101,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     )
 
 
+@requires("read")
 async def get_job(request: Request) -> JSONResponse:
     """The job with its history; with `?wait=S` (at most 30), a long-poll: the answer
     comes as soon as the job finishes, or after S seconds with the job as it is then."""
@@ -133,10 +137,12 @@ def _parse_wait(value: str | None) -> float:
     return seconds
 
 
+@requires("admin")
 async def cancel_job(request: Request) -> JSONResponse:
     return await _job_action(request, control.cancel)
 
 
+@requires("admin")
 async def retry_job(request: Request) -> JSONResponse:
     return await _job_action(request, control.retry)
 
@@ -156,6 +162,7 @@ async def _job_action(
     return JSONResponse(job.to_json())
 
 
+@requires("enqueue")
 async def submit_job_compat(request: Request) -> JSONResponse:
     """The simple clients' `POST /submit-job {"task": ...}` -> `{"job_id"}`."""
     data = await _body(request)
@@ -174,6 +181,7 @@ async def submit_job_compat(request: Request) -> JSONResponse:
     return JSONResponse({"job_id": str(job.id)}, status_code=201 if created else 200)
 
 
+@requires("enqueue", "read")
 async def job_status_compat(request: Request) -> JSONResponse:
     """The simple clients' `GET /job-status/{id}` with their status words."""
     job = await _find_job(request)

@@ -7,9 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aqueue.api.auth import requires
 from aqueue.metrics import CONTENT_TYPE_LATEST, Metrics
 
 
+@requires("read")
 async def metrics(request: Request) -> Response:
     exposed: Metrics = request.app.state.metrics
     text = await exposed.exposition(request.app.state.pool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aqueue.model import JobStatus
@@ -354,6 +355,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **SESSION_PATHS,
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics of this process (and the database gauges)",
@@ -591,3 +593,88 @@ def _schedule_param() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string", "format": "uuid"},
     }
+
+
+_SESSION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "auth": {"type": "boolean", "description": "whether this server checks tokens"},
+        "name": {"type": ["string", "null"], "description": "the signed-in token's name"},
+        "scopes": {"type": "array", "items": {"enum": ["enqueue", "read", "admin", "worker"]}},
+    },
+}
+
+SESSION_PATHS: dict[str, Any] = {
+    "/session": {
+        "post": {
+            "summary": "Sign in (the dashboard): keep a token in an HTTP-only cookie",
+            "description": "Sets the cookies aqueue_token (HTTP-only) and aqueue_csrf "
+            "(repeat its value in X-CSRF-Token on requests that change something).",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["token"],
+                            "properties": {"token": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_SESSION, "Signed in"),
+                "400": _json(_ERROR, "Malformed JSON"),
+                "401": _json(_ERROR, "Unknown, revoked or expired token"),
+                "409": _json(_ERROR, "Authentication is off on this server"),
+                "413": _json(_ERROR, "Body too large"),
+                "415": _json(_ERROR, _NOT_JSON),
+                "422": _json(_ERROR, "No token in the body"),
+            },
+        },
+        "get": {
+            "summary": "Who is signed in",
+            "responses": {
+                "200": _json(_SESSION, "The session (auth false: no tokens on this server)"),
+                "401": _json(_ERROR, "No valid token"),
+            },
+        },
+        "delete": {
+            "summary": "Sign out: the cookies are cleared",
+            "responses": {"204": {"description": "Signed out"}},
+        },
+    }
+}
+
+_BEARER = "bearer"
+
+
+def with_security(
+    document: dict[str, Any], scopes: Mapping[tuple[str, str], tuple[str, ...]]
+) -> dict[str, Any]:
+    """The document of a server that checks tokens: each operation with the scopes that
+    may call it (from the routes' own declarations, keyed by (path, method)), and its 401
+    and 403; public ones with an empty `security`."""
+    document["components"]["securitySchemes"] = {
+        _BEARER: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "a token from `aqueue tokens create`, or the --api-token",
+        }
+    }
+    document["security"] = [{_BEARER: []}]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            needed = scopes.get((path, method))
+            if needed is None:
+                continue
+            if not needed:
+                operation["security"] = []
+                continue
+            operation["description"] = (
+                operation.get("description", "") + f" Scope: {' or '.join(needed)}."
+            ).strip()
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", _json(_ERROR, "No token, or an invalid one"))
+            responses.setdefault("403", _json(_ERROR, f"The token lacks {' or '.join(needed)}"))
+    return document

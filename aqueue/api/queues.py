@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aqueue import control
+from aqueue.api.auth import requires
 from aqueue.api.errors import ApiError, read_json
 from aqueue.model import ValidationError, check_name
 from aqueue.settings import Settings
@@ -19,24 +20,28 @@ def _queue(request: Request) -> str:
         raise ApiError(400, str(exc)) from None
 
 
+@requires("read")
 async def list_queues(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     infos = await control.queues(request.app.state.pool, settings.heartbeat_seconds)
     return JSONResponse({"queues": [info.to_json() for info in infos]})
 
 
+@requires("admin")
 async def pause_queue(request: Request) -> JSONResponse:
     queue = _queue(request)
     await control.pause(request.app.state.pool, queue)
     return JSONResponse({"name": queue, "paused": True})
 
 
+@requires("admin")
 async def resume_queue(request: Request) -> JSONResponse:
     queue = _queue(request)
     await control.resume(request.app.state.pool, queue)
     return JSONResponse({"name": queue, "paused": False})
 
 
+@requires("admin")
 async def retry_dead(request: Request) -> JSONResponse:
     """`{"type": "x"}` (optional) retries only the dead jobs of that type."""
     queue = _queue(request)
@@ -56,6 +61,7 @@ async def retry_dead(request: Request) -> JSONResponse:
 LIMIT_FIELDS = control.LIMIT_FIELDS
 
 
+@requires("admin")
 async def put_limits(request: Request) -> JSONResponse:
     """`{"rate_limit": "20/s", "key_concurrency": 2, "key_limits": {"customer:vip": 5},
     "fair_weights": {"A": 3, "B": 1}}`: the fields given are set (null removes one), the

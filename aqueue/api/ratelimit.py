@@ -7,7 +7,8 @@ one, which asks for all of them at once: under concurrency a busy client costs o
 statement per round trip, not one per request queueing for its row lock, and the
 database still decides every request. The client is the request's peer address (behind a
 proxy that is the proxy: limit there, or give clients their own path to the API); with
-authentication, it will be the token's name."""
+authentication, the token's name, wherever its requests come from (a request without a
+valid token spends its address's budget)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aqueue import db, store
+from aqueue.api.auth import IDENTITY
 from aqueue.api.errors import error_response
 from aqueue.settings import RateLimit
 
@@ -52,8 +54,12 @@ class RateLimiter:
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
-        peer = scope.get("client")
-        name = peer[0] if peer else "unknown"
+        identity = scope.get(IDENTITY)
+        if identity is not None:
+            name = f"token:{identity.name}"
+        else:
+            peer = scope.get("client")
+            name = peer[0] if peer else "unknown"
         try:
             allowed = await self._admit(name)
             retry_after = 0.0 if allowed else await self._retry_after(name)

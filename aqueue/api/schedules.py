@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aqueue import schedules
+from aqueue.api.auth import requires
 from aqueue.api.errors import ApiError, read_json
 from aqueue.model import ValidationError
 from aqueue.settings import Settings
@@ -36,6 +37,7 @@ async def _body(request: Request) -> dict:
     return data
 
 
+@requires("admin")
 async def create_schedule(request: Request) -> JSONResponse:
     data = await _body(request)
     try:
@@ -49,11 +51,13 @@ async def create_schedule(request: Request) -> JSONResponse:
     return JSONResponse(schedule.to_json(), status_code=201)
 
 
+@requires("read")
 async def list_schedules(request: Request) -> JSONResponse:
     found = await schedules.list_all(request.app.state.pool)
     return JSONResponse({"schedules": [s.to_json() for s in found]})
 
 
+@requires("read")
 async def get_schedule(request: Request) -> JSONResponse:
     try:
         schedule = await schedules.get(request.app.state.pool, _id(request))
@@ -62,6 +66,7 @@ async def get_schedule(request: Request) -> JSONResponse:
     return JSONResponse(schedule.to_json())
 
 
+@requires("admin")
 async def patch_schedule(request: Request) -> JSONResponse:
     schedule_id = _id(request)
     data = await _body(request)
@@ -78,6 +83,7 @@ async def patch_schedule(request: Request) -> JSONResponse:
     return JSONResponse(schedule.to_json())
 
 
+@requires("admin")
 async def delete_schedule(request: Request) -> Response:
     try:
         await schedules.delete(request.app.state.pool, _id(request))

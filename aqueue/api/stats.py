@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aqueue import store
+from aqueue.api.auth import requires
 from aqueue.api.errors import ApiError
 
 DEFAULT_MINUTES = 60
@@ -25,6 +26,7 @@ def _minutes(value: str | None) -> int:
     return int(value)
 
 
+@requires("read")
 async def attempt_stats(request: Request) -> JSONResponse:
     """`GET /stats?minutes=60`: per queue, per minute (the current one last), the attempts
     that completed and those that failed (RETRY or DEAD)."""

@@ -7,9 +7,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aqueue import control
+from aqueue.api.auth import requires
 from aqueue.settings import Settings
 
 
+@requires("read")
 async def list_workers(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     infos = await control.workers(request.app.state.pool, settings.heartbeat_seconds)

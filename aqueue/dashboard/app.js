@@ -82,9 +82,22 @@
 
   const serverNow = () => Date.now() + skewMs;
 
+  // A cookie of this page's site, by name ("" when there is none).
+  function cookie(name) {
+    for (const part of document.cookie.split(";")) {
+      const [key, ...rest] = part.trim().split("=");
+      if (key === name) return decodeURIComponent(rest.join("="));
+    }
+    return "";
+  }
+
   // Paths are relative: the page works as well behind a proxy that serves it under a prefix.
+  // Signed in, the browser sends the token's HTTP-only cookie by itself; a request that
+  // changes something repeats the session's CSRF token, which only this site can read.
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" }, cache: "no-store" };
+    const csrf = method === "GET" ? "" : cookie("aqueue_csrf");
+    if (csrf) init.headers["X-CSRF-Token"] = csrf;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -224,7 +237,8 @@
       if (done) notify(done(result), "ok");
       return result;
     } catch (error) {
-      notify(`${label} failed: ${error.message}`);
+      if (error.status === 401) showSignIn();
+      else notify(`${label} failed: ${error.message}`);
       return undefined;
     } finally {
       button.disabled = false;
@@ -906,7 +920,62 @@
   let again = false;
   let lastOk = null;
 
+  // --- signing in: with authentication on, any 401 shows the form --------------------------
+
+  let signingIn = false;
+
+  function setSession(session) {
+    const box = $("#session");
+    const signedIn = Boolean(session && session.auth);
+    box.hidden = !signedIn;
+    $("#session-name").textContent = signedIn ? `${session.name} (${session.scopes.join(", ")})` : "";
+  }
+
+  function showSignIn() {
+    if (signingIn) return;
+    signingIn = true;
+    clearTimeout(timer);
+    current = null;
+    generation += 1;
+    setSession(null);
+    setLiveState("signed out", true);
+    document.title = "Sign in · aqueue";
+    const main = $("#main");
+    main.dataset.page = "sign-in";
+    main.dataset.state = "ready";
+    for (const link of document.querySelectorAll("[data-nav]")) link.classList.remove("current");
+    const input = h("input", {
+      id: "token", name: "token", type: "password", autocomplete: "off", spellcheck: "false", required: true,
+    });
+    const problem = h("p", { class: "notice notice-error sign-in-error", role: "alert", hidden: true });
+    const button = h("button", { type: "submit", class: "primary", text: "Sign in" });
+    const form = h("form", { class: "sign-in card" },
+      h("h1", { text: "Sign in" }),
+      h("p", { class: "muted", text: "This server asks for an API token (aqueue tokens create NAME --scopes read,admin). " +
+        "It is kept in an HTTP-only cookie of this site, never in an address." }),
+      h("label", { for: "token", text: "API token" }), input, problem, button);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      button.disabled = true;
+      try {
+        const session = await api("POST", "session", { token: input.value.trim() });
+        input.value = "";
+        signingIn = false;
+        setSession(session);
+        route();
+      } catch (error) {
+        problem.hidden = false;
+        problem.textContent = error.status === 401 ? "That token is unknown, revoked or expired." : error.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    fill(main, form);
+    input.focus();
+  }
+
   function route() {
+    signingIn = false;
     const raw = location.hash.replace(/^#/, "") || "/";
     const [path, query = ""] = raw.split("?");
     const params = new URLSearchParams(query);
@@ -963,7 +1032,10 @@
         setLiveState(`${live ? "live" : "paused"} · updated ${fmtTime(new Date().toISOString()).slice(11)}`);
       }
     } catch (error) {
-      if (target.generation === generation) {
+      if (error.status === 401) {
+        retry = false;
+        showSignIn();
+      } else if (target.generation === generation) {
         retry = transient(error);
         if (retry) {
           const when = lastOk ? `; last update ${fmtTime(new Date(lastOk).toISOString()).slice(11)}` : "";
@@ -1019,8 +1091,17 @@
         setLiveState("paused");
       }
     });
+    $("#sign-out").addEventListener("click", async () => {
+      try {
+        await api("DELETE", "session");
+      } finally {
+        showSignIn();
+      }
+    });
     window.addEventListener("hashchange", route);
     setInterval(tickRelativeTimes, 1000);
+    // who is signed in, for the header; a 401 here is left to the page's own request
+    api("GET", "session").then(setSession, () => setSession(null));
     route();
   }
 

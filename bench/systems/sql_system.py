@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import os
 import re
 import shutil
@@ -74,9 +75,40 @@ def write_script(workdir: str) -> str:
 
 
 class SqlSystem(System):
+    """Also the database's ceiling for enqueueing: one asyncpg connection, a bare INSERT of
+    (type, payload) per job in its own durable transaction, or a binary COPY per batch."""
+
     system = "sql"
     variant = "default"
     queue = False
+
+    def __init__(self) -> None:
+        self._conn: asyncpg.Connection | None = None
+
+    async def open(self, url: str) -> None:
+        self._conn = await asyncpg.connect(url)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def enqueue_one(self, payload: dict[str, Any]) -> None:
+        assert self._conn is not None
+        await self._conn.execute(
+            "INSERT INTO jobs (type, payload) VALUES ($1, $2)", "bench.noop", json.dumps(payload)
+        )
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        assert self._conn is not None
+        await self._conn.copy_records_to_table(
+            "jobs",
+            records=[("bench.noop", json.dumps(p)) for p in payloads],
+            columns=["type", "payload"],
+        )
+
+    async def stored(self, conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM jobs"))
 
     def worker_settings(self, concurrency: int) -> dict[str, Any]:
         return {"tool": "pgbench -M prepared", "batch": BATCH}

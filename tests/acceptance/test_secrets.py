@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
+from aqueue.api.auth import TOKEN_COOKIE
 from aqueue.model import JobStatus
 from tests.acceptance.test_cli import one_line_error, run_cli
 from tests.helpers import ServeProcess, as_role, free_port, subprocess_env, wait_status
@@ -83,17 +84,22 @@ def leaks(text: str, *secrets: str) -> list[str]:
 async def test_a_debug_log_shows_no_password_payload_or_token(password_url, db_url, pg_url):
     url, password = password_url
     payload_secret = f"payload-secret-{uuid.uuid4().hex}"
+    # authentication on, with a shared token (given in the environment, as a deployment
+    # would) that the requests carry, and a wrong one some of them carry instead
+    api_token = f"api-token-{uuid.uuid4().hex}"
     bearer = f"sekrit-{uuid.uuid4().hex}"
     port = free_port()
     server = ServeProcess(
         "--database-url", url, "--port", str(port), "--log-level", "DEBUG",
         "--reaper-interval", "0.2", "--backoff-base", "0.05", "--backoff-cap", "0.1",
+        env=subprocess_env(AQUEUE_API_TOKEN=api_token),
         stdout=True,
     )  # fmt: skip
     await server.start()
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
     try:
-        auth = {"Authorization": f"Bearer {bearer}", "Cookie": f"session={bearer}"}
+        auth = {"Authorization": f"Bearer {api_token}"}
+        wrong = {"Authorization": f"Bearer {bearer}", "Cookie": f"{TOKEN_COOKIE}={bearer}"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as http:
             secret = {"secret": payload_secret, "message": f"failed on {payload_secret}"}
             done = await http.post("/jobs", json={"type": "demo.echo", "payload": secret})
@@ -119,10 +125,17 @@ async def test_a_debug_log_shows_no_password_payload_or_token(password_url, db_u
                 await http.post("/queues/default/pause", headers=forged),
                 await http.post("/jobs", content=b"x" * 2_000_000, headers=as_json),
                 await http.get("/healthz", headers={"x-pad": payload_secret * 400}),
+                await http.get("/jobs", headers=wrong),
+                await http.post(
+                    "/jobs", json={"type": "demo.echo", "payload": secret}, headers=wrong
+                ),
             ]
-            assert all(400 <= answer.status_code < 500 for answer in bad), [
-                answer.status_code for answer in bad
-            ]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as anonymous:
+                # a cookie session that does not exist, on a route that changes something
+                cookie = {"Cookie": wrong["Cookie"], "X-CSRF-Token": bearer}
+                bad.append(await anonymous.post("/queues/default/pause", headers=cookie))
+            for answer in bad:
+                assert 400 <= answer.status_code < 500, (answer.request.url, answer.text)
             # the database drops aqueue's connections: the reconnects and the errors they
             # log (the API's, the LISTEN connection's, the worker's loops')
             await pool.execute(
@@ -139,7 +152,7 @@ async def test_a_debug_log_shows_no_password_payload_or_token(password_url, db_u
     printed = "\n".join(server.lines + server.out_lines)
     assert any(" DEBUG " in line for line in server.lines), "not the debug log"
     assert "api listening" in printed and "scheduler running" in printed
-    assert not leaks(printed, password, url, payload_secret, bearer), printed
+    assert not leaks(printed, password, url, payload_secret, api_token, bearer), printed
 
 
 def test_an_unreachable_database_at_start_is_one_line_without_the_password():

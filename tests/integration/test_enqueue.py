@@ -239,3 +239,48 @@ async def test_ids_made_by_the_database_are_time_ordered_too(pool):
     later = await pool.fetchval("INSERT INTO jobs (type) VALUES ('demo.echo') RETURNING id")
     assert first.version == job.id.version == later.version == 7
     assert first < job.id < later
+
+
+# --- large batches go in by COPY (store.COPY_MIN_BATCH and up) ----------------------------
+
+
+def copy_batch(n: int = store.COPY_MIN_BATCH * 2) -> list[JobSpec]:
+    return [JobSpec(type="demo.echo", payload={"i": i}) for i in range(n)]
+
+
+async def test_a_copied_batch_keeps_every_field_and_the_databases_clock(pool):
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    specs = copy_batch()
+    specs[3] = JobSpec(
+        type="b", payload=[1, "x"], queue="email", priority=4, run_after=later,
+        max_attempts=2, timeout_seconds=1.5,
+    )  # fmt: skip
+    ids = await enqueue_many(pool, specs)
+    jobs = [await store.get_job(pool, i) for i in ids]
+    assert [j.payload for j in jobs[:3]] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    timed = jobs[3]
+    assert (timed.type, timed.payload, timed.queue, timed.priority) == ("b", [1, "x"], "email", 4)
+    assert (timed.run_after, timed.max_attempts, timed.timeout_seconds) == (later, 2, 1.5)
+    # no run_after: the database's now() of the enqueue, as for a single insert
+    assert all(j.run_after == j.created_at for j in jobs if j is not timed)
+    assert all(j.status is JobStatus.PENDING and j.attempts == 0 for j in jobs)
+    assert await count_jobs(pool) == len(specs)
+
+
+async def test_a_copied_batch_in_a_rolled_back_transaction_leaves_nothing(pool, listener):
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await enqueue_many(conn, copy_batch())
+        await tx.rollback()
+    assert await count_jobs(pool) == 0
+    assert await listener.drain(pool) == []
+
+
+async def test_a_copied_batch_with_a_payload_postgresql_refuses_stores_none(pool, listener):
+    specs = copy_batch()
+    specs[-1] = JobSpec(type="demo.echo", payload={"bad": float("nan")})
+    with pytest.raises(asyncpg.PostgresError):
+        await enqueue_many(pool, specs)
+    assert await count_jobs(pool) == 0
+    assert await listener.drain(pool) == []
