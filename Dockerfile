@@ -56,7 +56,9 @@ WORKDIR /home/aqueue
 USER 10001:10001
 # 8000: the API (and its /metrics); 9100: the metrics of a worker or scheduler process.
 EXPOSE 8000 9100
+# With AQUEUE_SSL_CERTFILE both ports speak HTTPS: asked over TLS, the certificate not
+# checked (it names the public host, not 127.0.0.1, and this asks only whether it answers).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as r; api = 'api' in (os.environ.get('AQUEUE_ROLES') or 'api'); port = (os.environ.get('AQUEUE_PORT') or '8000') if api else os.environ.get('AQUEUE_METRICS_PORT'); port and r.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, ssl, urllib.request as r; api = 'api' in (os.environ.get('AQUEUE_ROLES') or 'api'); port = (os.environ.get('AQUEUE_PORT') or '8000') if api else os.environ.get('AQUEUE_METRICS_PORT'); tls = bool(os.environ.get('AQUEUE_SSL_CERTFILE')); port and r.urlopen(('https' if tls else 'http') + f'://127.0.0.1:{port}/healthz', timeout=4, context=ssl._create_unverified_context() if tls else None)"]
 ENTRYPOINT ["aqueue"]
 CMD ["serve"]

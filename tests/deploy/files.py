@@ -188,7 +188,7 @@ def metrics_port_option() -> bool:
 
 def variables_aqueue_reads() -> set[str]:
     """Every environment variable an option of aqueue reads (see aqueue/settings.py)."""
-    names = {name for option in OPTIONS for name in option.env_names}
+    names = {name for option in OPTIONS for name in option.variables}
     if not metrics_port_option():
         names.add(METRICS_PORT_ENV)  # awaited: see METRICS_PORT_ENV
     return names

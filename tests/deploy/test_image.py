@@ -33,7 +33,7 @@ from tests.deploy.files import (
     metrics_port_option,
     run,
 )
-from tests.helpers import free_port
+from tests.helpers import free_port, self_signed_certificate
 
 
 def _build_context(into: Path) -> None:
@@ -217,6 +217,24 @@ def test_a_worker_container_is_probed_on_its_metrics_port(installed, db_url):
         # a worker given no metrics port has nothing to probe: healthy while it runs
         assert _healthcheck({k: v for k, v in env.items() if k != METRICS_PORT_ENV}) == 0
         assert server.stop() == 0
+
+
+def test_a_container_serving_https_is_probed_over_https(installed, db_url, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    port, metrics_port = free_port(), free_port()
+    tls = {"AQUEUE_SSL_CERTFILE": str(cert), "AQUEUE_SSL_KEYFILE": str(key)}
+    api = _image_env(DATABASE_URL=db_url, AQUEUE_ROLES="api", AQUEUE_PORT=str(port), **tls)
+    worker = _image_env(
+        DATABASE_URL=db_url, AQUEUE_ROLES="worker", **{METRICS_PORT_ENV: str(metrics_port)}, **tls
+    )
+    for env in (api, worker):
+        for server in _serving(installed, env):
+            _until_healthy(env, server)
+            # the port speaks TLS only: the check asked over HTTPS, not by luck
+            without_tls = {k: v for k, v in env.items() if k not in tls}
+            assert _healthcheck(without_tls) != 0
+            assert server.stop() == 0
+        assert _healthcheck(env) != 0
 
 
 def test_the_wheel_declares_the_dependencies_of_pyproject(wheel: Path):

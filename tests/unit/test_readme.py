@@ -29,9 +29,12 @@ def readme_rows() -> dict[str, list[str]]:
 
 
 def env_cell(option: Option) -> str:
-    if option.env_fallback is None:
-        return f"`{option.env}`"
-    return f"`{option.env}` (or `{option.env_fallback}`)"
+    cell = f"`{option.env}`"
+    if option.env_fallback is not None:
+        cell += f" (or `{option.env_fallback}`)"
+    if option.file_env is not None:
+        cell += f", or the file `{option.file_env}` names"
+    return cell
 
 
 def default_cell(option: Option) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from aqueue.settings import (
     load_settings,
     options_for,
     parse_allowed_hosts,
+    parse_cors_origins,
     parse_port,
     parse_queues,
     parse_roles,
@@ -31,7 +34,7 @@ from aqueue.settings import (
 def clean_env(monkeypatch):
     """No aqueue variable of the machine running the tests leaks into them."""
     for option in OPTIONS:
-        for name in option.env_names:
+        for name in option.variables:
             monkeypatch.delenv(name, raising=False)
 
 
@@ -206,6 +209,190 @@ def test_max_payload_bytes_out_of_range_is_refused_naming_it(text, named):
         settings_for("serve", "--max-payload-bytes", text)
 
 
+# --- max body bytes ---------------------------------------------------------------------
+
+
+def test_max_body_bytes_is_1_mib_unless_given(monkeypatch):
+    assert settings_for("serve").max_body_bytes == 1_048_576
+    monkeypatch.setenv("AQUEUE_MAX_BODY_BYTES", "4096")
+    assert settings_for("serve").max_body_bytes == 4096
+    assert settings_for("serve", "--max-body-bytes", "8192").max_body_bytes == 8192
+
+
+@pytest.mark.parametrize(("text", "named"), [("0", "at least 1"), ("1MB", "whole number")])
+def test_max_body_bytes_out_of_range_is_refused_naming_it(text, named):
+    with pytest.raises(SettingsError, match=f"^--max-body-bytes must be .*{named}"):
+        settings_for("serve", "--max-body-bytes", text)
+
+
+def test_a_payload_limit_larger_than_the_body_limit_is_refused(monkeypatch):
+    with pytest.raises(SettingsError, match=r"--max-payload-bytes \(2000000\) must not be larger"):
+        settings_for("serve", "--max-payload-bytes", "2000000")
+    monkeypatch.setenv("AQUEUE_MAX_BODY_BYTES", "1000")
+    with pytest.raises(SettingsError, match=r"than --max-body-bytes \(1000\)"):
+        settings_for("serve", "--max-payload-bytes", "1001")
+    settings = settings_for("serve", "--max-payload-bytes", "1000")
+    assert (settings.max_payload_bytes, settings.max_body_bytes) == (1000, 1000)
+
+
+def test_both_limits_raised_together_are_taken():
+    settings = settings_for(
+        "serve", "--max-payload-bytes", "5000000", "--max-body-bytes", "6000000"
+    )
+    assert (settings.max_payload_bytes, settings.max_body_bytes) == (5_000_000, 6_000_000)
+
+
+def test_enqueue_sends_no_body_so_its_payload_limit_is_not_held_to_one():
+    assert settings_for("enqueue", "demo.echo", "--max-payload-bytes", "5000000").max_payload_bytes
+
+
+# --- TLS -------------------------------------------------------------------------------
+
+
+def test_tls_is_off_unless_a_certificate_and_its_key_are_given(monkeypatch):
+    assert not settings_for("serve").tls
+    monkeypatch.setenv("AQUEUE_SSL_CERTFILE", "/tls/cert.pem")
+    monkeypatch.setenv("AQUEUE_SSL_KEYFILE", "/tls/key.pem")
+    settings = settings_for("serve")
+    assert settings.tls
+    assert (settings.ssl_certfile, settings.ssl_keyfile) == (
+        Path("/tls/cert.pem"),
+        Path("/tls/key.pem"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"), [("--ssl-certfile", "--ssl-keyfile"), ("--ssl-keyfile", "--ssl-certfile")]
+)
+def test_a_certificate_or_key_alone_is_refused(given, missing):
+    with pytest.raises(SettingsError, match=f"^{given} needs {missing} too"):
+        settings_for("serve", given, "/tls/file.pem")
+
+
+# --- CORS origins -----------------------------------------------------------------------
+
+
+def test_cors_is_off_unless_origins_are_given(monkeypatch):
+    assert settings_for("serve").cors_origins == ()
+    monkeypatch.setenv("AQUEUE_CORS_ORIGINS", "https://app.example.com")
+    assert settings_for("serve").cors_origins == ("https://app.example.com",)
+
+
+@pytest.mark.parametrize(
+    ("text", "origins"),
+    [
+        ("https://app.example.com", ("https://app.example.com",)),
+        # as a browser sends it: lower case, no default port
+        ("HTTPS://App.Example.COM:443", ("https://app.example.com",)),
+        (
+            "http://127.0.0.1:80, http://localhost:3000",
+            ("http://127.0.0.1", "http://localhost:3000"),
+        ),
+        ("http://[::1]:8080,http://[::1]:8080", ("http://[::1]:8080",)),
+    ],
+)
+def test_cors_origins_are_read_as_browsers_send_them(text, origins):
+    assert parse_cors_origins(text) == origins
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("*", "does not take \\*: the API answers with job payloads"),
+        ("https://*.example.com", "wildcards are not taken"),
+        ("https://app.example.com/", "not an origin"),
+        ("https://app.example.com/app", "not an origin"),
+        ("app.example.com", "not an origin"),
+        ("ftp://app.example.com", "not an origin"),
+        ("https://user:pw@app.example.com", "not an origin"),
+        ("https://app.example.com?x=1", "not an origin"),
+        ("https://app.example.com:99999", "not an origin"),
+        ("https://[not:ipv6]", "not an origin"),
+        (" , ", "at least one origin"),
+    ],
+)
+def test_what_is_not_an_exact_origin_is_refused_naming_it(text, named):
+    with pytest.raises(SettingsError, match=f"^--cors-origins .*{named}"):
+        settings_for("serve", "--cors-origins", text)
+
+
+# --- values from files ------------------------------------------------------------------
+
+SECRET_URL = "postgresql://aqueue:s3cr3t-pw@db.internal:5432/aqueue"
+
+
+def test_the_database_url_can_come_from_a_file(monkeypatch, tmp_path):
+    secret = tmp_path / "database-url"
+    secret.write_text(f"  {SECRET_URL}\n\n")  # as `echo` or a mounted Secret leaves it
+    monkeypatch.setenv("AQUEUE_DATABASE_URL_FILE", str(secret))
+    for command in ("serve", "migrate", "enqueue", "queues"):
+        positional = ["demo.echo"] if command == "enqueue" else []
+        assert settings_for(command, *positional).database_url == SECRET_URL
+
+
+def test_the_flag_and_the_plain_variable_win_over_the_file(monkeypatch, tmp_path):
+    secret = tmp_path / "database-url"
+    secret.write_text(SECRET_URL)
+    monkeypatch.setenv("AQUEUE_DATABASE_URL_FILE", str(secret))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-env/db")
+    assert settings_for("serve").database_url == "postgresql://from-env/db"
+    flagged = settings_for("serve", "--database-url", "postgresql://from-flag/db")
+    assert flagged.database_url == "postgresql://from-flag/db"
+    # an empty variable counts as unset, as everywhere
+    monkeypatch.setenv("DATABASE_URL", "")
+    assert settings_for("serve").database_url == SECRET_URL
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: None, "cannot be read: No such file or directory"),
+        (lambda path: path.mkdir(), "cannot be read: Is a directory"),
+        (lambda path: path.write_text(" \n\t\n"), "is empty"),
+        (lambda path: path.write_bytes(b"\xff\xfe" + SECRET_URL.encode()), "is not UTF-8 text"),
+        (lambda path: path.write_text(SECRET_URL * 2000), "is larger than 65536 bytes"),
+    ],
+)
+def test_a_file_that_cannot_be_used_is_refused_naming_the_variable_and_path(
+    monkeypatch, tmp_path, make, said
+):
+    path = tmp_path / "database-url"
+    make(path)
+    monkeypatch.setenv("AQUEUE_DATABASE_URL_FILE", str(path))
+    with pytest.raises(SettingsError) as refused:
+        settings_for("serve")
+    message = str(refused.value)
+    assert message == f"--database-url: the file AQUEUE_DATABASE_URL_FILE names ({path}) {said}"
+    assert "s3cr3t" not in message
+
+
+def test_a_value_from_a_file_that_its_parser_refuses_is_not_shown(monkeypatch, tmp_path):
+    # the mechanism is the table's: any option may name a file variable
+    from aqueue import settings as module
+
+    rows = [
+        replace(o, file_env="AQUEUE_PORT_FILE") if o.name == "port" else o for o in module.OPTIONS
+    ]
+    monkeypatch.setattr(module, "OPTIONS", tuple(rows))
+    path = tmp_path / "port"
+    path.write_text("hunter2-port\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, {"AQUEUE_PORT_FILE": str(path)})
+    message = str(refused.value)
+    assert message.startswith("--port (from the file AQUEUE_PORT_FILE names) must be a whole")
+    assert "hunter2" not in message
+    path.write_text("9000\n")
+    assert load_settings({}, {"AQUEUE_PORT_FILE": str(path)}).port == 9000
+
+
+def test_help_names_the_file_variable(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--help"])
+    assert "or a file named by AQUEUE_DATABASE_URL_FILE" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
 # --- precedence: flags over environment over defaults -----------------------------------
 
 
@@ -349,7 +536,7 @@ def test_load_settings_takes_flags_by_option_name():
 
 def test_every_option_has_its_own_flag_and_variables():
     flags = [o.flag for o in OPTIONS]
-    envs = [name for o in OPTIONS for name in o.env_names]
+    envs = [name for o in OPTIONS for name in o.variables]
     assert len(set(flags)) == len(flags)
     assert len(set(envs)) == len(envs)
 
