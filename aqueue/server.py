@@ -259,6 +259,12 @@ async def run_roles(
     roles = build_roles(
         pool, url, settings, registry, sock, metrics=metrics, metrics_sock=metrics_sock
     )
+    # Listening before the log says so: whoever acts on "api listening" (a test, a script)
+    # was refused while uvicorn started, which listens only then. Its own listen() later
+    # just sets the backlog again; connections made meanwhile wait in this one.
+    for bound in (sock, metrics_sock):
+        if bound is not None:
+            bound.listen()
     if any(role.name == "api" for role in roles):
         log.info(
             "api listening on http://%s:%d (the dashboard is at /)", settings.host, settings.port
