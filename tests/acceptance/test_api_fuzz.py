@@ -1,0 +1,96 @@
+"""`schemathesis run` over the OpenAPI document a real `aqueue serve --roles api,worker`
+serves: every operation, sent generated valid and invalid input, answers without a 5xx
+and as its document says (status codes, content types, response bodies).
+
+Deterministic: a fixed seed, a bounded number of examples per operation, one request at
+a time and no example database, so that a run sends what the last one sent (the server's
+answers differ only in ids and times, which decide nothing the generator does next).
+
+Schemathesis runs as its command line, the one interface its users share: its pytest
+loader for a schema a fixture serves (schemathesis.pytest.from_fixture) sets a node
+attribute pytest 9.2 no longer has, and a command in its own process leaves this test's
+event loop free to read the server's log (a full pipe would stall the server)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ServeProcess, free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+# Sent with every request, the schema's own included: the one place to add
+# "Authorization": "Bearer <token>" once the API asks for one.
+AUTH_HEADERS: dict[str, str] = {}
+
+SEED = 16
+# Per operation, in the fuzzing phase (the coverage phase adds its own boundary and
+# wrong-type cases): enough to get past each field's validation, few enough for seconds.
+MAX_EXAMPLES = 25
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+)
+PHASES = ("examples", "coverage", "fuzzing")
+
+
+def schemathesis_command(schema_url: str) -> list[str]:
+    headers = [arg for name, value in AUTH_HEADERS.items() for arg in ("-H", f"{name}: {value}")]
+    return [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        schema_url,
+        *headers,
+        "--checks",
+        ",".join(CHECKS),
+        "--phases",
+        ",".join(PHASES),
+        "--mode",
+        "all",  # valid input and invalid input
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--generation-deterministic",  # and no example database
+        "--workers",
+        "1",
+        # a request that takes this long is a hang, reported as an error
+        "--request-timeout",
+        "30",
+        "--no-color",
+    ]
+
+
+async def test_schemathesis_finds_no_5xx_and_nothing_the_document_does_not_say(
+    db_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = await ServeProcess(
+        "--roles", "api,worker", "--database-url", db_url, "--port", str(port)
+    ).start(marker="api listening")  # fmt: skip
+    try:
+        run = await asyncio.create_subprocess_exec(
+            *schemathesis_command(f"http://127.0.0.1:{port}/openapi.json"),
+            cwd=tmp_path,  # its reports and cache land there, and no config file is found
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await run.communicate())[0].decode(errors="replace")
+    finally:
+        server.signal(signal.SIGTERM)
+        code = await server.wait()
+    log = "\n".join(server.lines)
+    assert run.returncode == 0, f"schemathesis found problems:\n{output}\nserver log:\n{log}"
+    assert code == 0, log
+    # an exception the error handlers turned into a 500 is logged with its traceback:
+    # named here even had no check seen the answer
+    assert "unexpected error" not in log, log
