@@ -193,3 +193,21 @@ def test_every_queue_and_type_name_in_the_document_has_the_pattern():
                     if path == "/queues/depth":
                         continue  # a list: a,b
                     assert "pattern" in parameter["schema"], (path, parameter["name"])
+
+
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "PUT"])
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [("/jobs", "/jobs"), (f"/schedules/{uuid.uuid4()}", "/schedules/{schedule_id}"),
+     ("/healthz", "/healthz"), ("/queues/default/pause", "/queues/{name}/pause")],
+)  # fmt: skip
+async def test_a_method_a_path_does_not_take_is_a_405_that_names_every_one_it_does(
+    client, method, path, template
+):
+    # /jobs and /schedules/{id} are a route per method: Starlette's own 405 named only the
+    # first (and the error handler dropped even that), where RFC 9110 wants them all
+    response = await client.request(method, path)
+    assert response.status_code == 405
+    allowed = {m.strip().lower() for m in response.headers["allow"].split(",")}
+    assert allowed - {"head"} == set(DOCUMENT["paths"][template]), allowed
+    assert response.json() == {"error": "Method Not Allowed", "status": 405}
