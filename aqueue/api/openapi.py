@@ -546,6 +546,7 @@ _LIMITS: dict[str, Any] = {
         "rate_limit": {
             "type": ["string", "null"],
             "description": "at most N jobs start per period: 20/s, 100/min, 1000/h",
+            "examples": ["20/s", "100/min", "1000/h"],
         },
         "key_concurrency": {
             "type": ["integer", "null"],
@@ -667,8 +668,14 @@ _SCHEDULE_BODY: dict[str, Any] = {
         "cron": {
             "type": "string",
             "description": "5 fields, or 6 with seconds first; e.g. */5 * * * *",
+            "examples": ["*/5 * * * *", "0 30 9 * * 1-5"],
         },
-        "timezone": {"type": "string", "default": "UTC"},
+        "timezone": {
+            "type": "string",
+            "default": "UTC",
+            "description": "an IANA time zone",
+            "examples": ["UTC", "Europe/Berlin"],
+        },
         "type": _NAME,
         "payload": {"type": ["object", "array", "null"], "description": "null: {}"},
         "queue": {**_NAME, "default": "default"},

@@ -211,3 +211,21 @@ async def test_a_method_a_path_does_not_take_is_a_405_that_names_every_one_it_do
     allowed = {m.strip().lower() for m in response.headers["allow"].split(",")}
     assert allowed - {"head"} == set(DOCUMENT["paths"][template]), allowed
     assert response.json() == {"error": "Method Not Allowed", "status": 405}
+
+
+async def test_the_documented_examples_are_taken(client):
+    # schemathesis sends them first: a schedule it can create is one it can then read,
+    # change and delete
+    body = DOCUMENT["paths"]["/schedules"]["post"]["requestBody"]["content"]
+    fields = body["application/json"]["schema"]["properties"]
+    for cron in fields["cron"]["examples"]:
+        for timezone in fields["timezone"]["examples"]:
+            response = await client.post(
+                "/schedules", json={**SCHEDULE, "cron": cron, "timezone": timezone}
+            )
+            assert response.status_code == 201, response.text
+    limits = DOCUMENT["paths"]["/queues/{name}/limits"]["put"]["requestBody"]["content"]
+    for rate in limits["application/json"]["schema"]["properties"]["rate_limit"]["examples"]:
+        response = await client.put("/queues/default/limits", json={"rate_limit": rate})
+        assert response.status_code == 200, response.text
+        assert response.json()["limits"]["rate_limit"] == rate
