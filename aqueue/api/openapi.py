@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aqueue.model import NAME_RE, JobStatus
+from aqueue.store import DEPTH_KEYS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
@@ -132,7 +133,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Every queue: depth by status, paused, oldest pending, "
                     "last minute's completed and failed attempts, live workers",
-                    "responses": {"200": _json({"type": "object"}, "The queues")},
+                    "responses": {"200": _json(_list_of("queues", _QUEUE), "The queues")},
                 }
             },
             "/queues/depth": {
@@ -263,7 +264,7 @@ def openapi_document() -> dict[str, Any]:
             "/workers": {
                 "get": {
                     "summary": "Every aqueue process seen lately: alive, lost or stopped",
-                    "responses": {"200": _json({"type": "object"}, "The workers")},
+                    "responses": {"200": _json(_list_of("workers", _WORKER), "The workers")},
                 }
             },
             "/stats": {
@@ -497,6 +498,16 @@ _NEW_JOB: dict[str, Any] = {
         },
     },
 }
+
+
+def _list_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": item}},
+    }
+
+
 _QUEUE_DEPTH: dict[str, Any] = {
     "type": "object",
     "required": ["pending", "oldest_pending_seconds", "paused"],
@@ -566,6 +577,49 @@ _LIMITS: dict[str, Any] = {
             "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
             "description": "fair_key -> weight (default 1): tenants share the queue by it",
         },
+    },
+}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+_QUEUE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "paused", "limits", "depth"],
+    "properties": {
+        "name": {"type": "string"},
+        "paused": {"type": "boolean"},
+        "limits": _LIMITS,
+        "fair": {"type": "boolean", "description": "claimed in fair order (a fair_key was used)"},
+        "depth": {
+            "type": "object",
+            "description": "jobs by state",
+            "required": list(DEPTH_KEYS),
+            "properties": dict.fromkeys(DEPTH_KEYS, _COUNT),
+        },
+        "oldest_pending_seconds": {"type": ["number", "null"]},
+        "completed_last_minute": _COUNT,
+        "failed_last_minute": _COUNT,
+        "workers": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_WORKER: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "state"],
+    "properties": {
+        "id": {"type": "string"},
+        "host": {"type": "string"},
+        "pid": {"type": "integer"},
+        "version": {"type": "string"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "queues": {
+            "type": "object",
+            "description": "queue -> concurrency",
+            "additionalProperties": {"type": "integer"},
+        },
+        "running": _COUNT,
+        "started_at": _TIME,
+        "last_heartbeat": _TIME,
+        "stopped_at": {**_TIME, "type": ["string", "null"]},
+        "state": {"enum": ["alive", "lost", "stopped"]},
     },
 }
 

@@ -16,6 +16,7 @@ import pytest
 from aqueue.api.openapi import openapi_document
 from aqueue.model import NAME_RE, ValidationError, check_name
 from aqueue.settings import Settings
+from tests.helpers import running_worker
 from tests.integration.test_api import api_client
 
 DOCUMENT = openapi_document()
@@ -229,3 +230,18 @@ async def test_the_documented_examples_are_taken(client):
         response = await client.put("/queues/default/limits", json={"rate_limit": rate})
         assert response.status_code == 200, response.text
         assert response.json()["limits"]["rate_limit"] == rate
+
+
+async def test_the_queues_and_workers_lists_answer_as_documented(client, pool, db_url):
+    await client.post("/jobs", json={"type": "demo.echo", "fair_key": "A"})
+    await client.put("/queues/default/limits", json={"rate_limit": "20/s", "key_limits": {"k": 2}})
+    async with running_worker(pool, db_url):
+        queues = await client.get("/queues")
+        workers = await client.get("/workers")
+    assert queues.json()["queues"] and workers.json()["workers"]
+    assert_documented(queues, "GET", "/queues")
+    assert_documented(workers, "GET", "/workers")
+    # a stopped worker (stopped_at set) too
+    stopped = await client.get("/workers")
+    assert [w["state"] for w in stopped.json()["workers"]] == ["stopped"]
+    assert_documented(stopped, "GET", "/workers")
