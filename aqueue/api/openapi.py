@@ -450,52 +450,45 @@ def openapi_document() -> dict[str, Any]:
 # cannot say)
 _NO_NUL = "^[^\\u0000]*$"
 _FLOW_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field that also takes null, meaning the same as leaving it out."""
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return {**schema, "type": [*types, "null"]}
+
+
 _NEW_JOB: dict[str, Any] = {
     "type": "object",
     "required": ["type"],
     "additionalProperties": False,
     "properties": {
         "type": _NAME,
-        "payload": {"type": ["object", "array"]},
+        "payload": _or_null({"type": ["object", "array"]}),
         "queue": {**_NAME, "default": "default"},
-        "priority": {
-            "type": "integer",
-            "default": 0,
-            "minimum": -1000,
-            "maximum": 1000,
-        },
-        "run_after": {"type": "string", "format": "date-time"},
-        "max_attempts": {
-            "type": "integer",
-            "default": 5,
-            "minimum": 1,
-            "maximum": 100,
-        },
-        "idempotency_key": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 255,
-            "pattern": _NO_NUL,
-        },
-        "timeout_seconds": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "maximum": 604800,
-        },
-        "depends_on": {
-            "type": "array",
-            "items": {"type": "string", "format": "uuid"},
-            "maxItems": 1000,
-        },
-        "concurrency_key": {
-            **_FLOW_KEY,
-            "description": "at most the queue's key cap of jobs with this key run at once",
-        },
-        "fair_key": {
-            **_FLOW_KEY,
-            "description": "the tenant the job counts for in the queue's "
-            "fair share; not with depends_on",
-        },
+        "priority": {"type": "integer", "default": 0, "minimum": -1000, "maximum": 1000},
+        "run_after": _or_null({"type": "string", "format": "date-time"}),
+        "max_attempts": {"type": "integer", "default": 5, "minimum": 1, "maximum": 100},
+        "idempotency_key": _or_null(
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_NUL}
+        ),
+        "timeout_seconds": _or_null({"type": "number", "exclusiveMinimum": 0, "maximum": 604800}),
+        "depends_on": _or_null(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 1000}
+        ),
+        "concurrency_key": _or_null(
+            {
+                **_FLOW_KEY,
+                "description": "at most the queue's key cap of jobs with this key run at once",
+            }
+        ),
+        "fair_key": _or_null(
+            {
+                **_FLOW_KEY,
+                "description": "the tenant the job counts for in the queue's fair share; "
+                "not with depends_on",
+            }
+        ),
     },
 }
 
