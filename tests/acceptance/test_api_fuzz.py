@@ -1,6 +1,7 @@
 """`schemathesis run` over the OpenAPI document a real `aqueue serve --roles api,worker`
-serves: every operation, sent generated valid and invalid input, answers without a 5xx
-and as its document says (status codes, content types, response bodies).
+serves, with a token: every operation, sent generated valid and invalid input, answers
+without a 5xx and as its document says (status codes, content types, response bodies),
+refuses what its document calls invalid, and refuses it all without the token.
 
 Deterministic: a fixed seed, a bounded number of examples per operation, one request at
 a time and no example database, so that a run sends what the last one sent (the server's
@@ -41,10 +42,19 @@ CHECKS = (
     "status_code_conformance",
     "content_type_conformance",
     "response_schema_conformance",
+    # input the document calls invalid is refused (a looser API than its document)
+    "negative_data_rejection",
     # methods no operation has (TRACE, OPTIONS, ...): a 405 whose Allow lists the path's
     "unsupported_method",
     "allow_header_conformance",
+    # the same request without the token, or with a broken one, is refused (401)
+    "ignored_auth",
+    "missing_required_header",
+    "response_headers_conformance",
 )
+# Not the stateful phase: it follows a created job to GET /jobs/{id}?wait=S, a long-poll
+# of up to 30 s for a job no worker here finishes, and what it sends next depends on
+# the ids the server answered.
 PHASES = ("examples", "coverage", "fuzzing")
 
 
