@@ -237,9 +237,13 @@ def _check_timestamp(name: str, value: object) -> datetime:
     if value.tzinfo is None:
         raise ValidationError(f"'{name}' {value.isoformat()!r} needs a time zone (e.g. 'Z')")
     try:
-        value.astimezone(UTC)
+        in_utc = value.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:
         raise ValidationError(f"'{name}' {value.isoformat()!r} is out of range") from None
+    if in_utc in (datetime.min, datetime.max):
+        # asyncpg would store these as -infinity and infinity, and read them back without
+        # a time zone: a job whose run_after is no longer a time
+        raise ValidationError(f"'{name}' {value.isoformat()!r} is out of range")
     return value
 
 

@@ -20,7 +20,7 @@ from aqueue.api import dashboard, depth, jobs, queues, schedules, session, stats
 from aqueue.api import metrics as metrics_api
 from aqueue.api.auth import Authenticate, Authenticator, public, requires, route_scopes
 from aqueue.api.cors import Cors
-from aqueue.api.errors import ApiError, error_response
+from aqueue.api.errors import ApiError, allowed_methods, error_response
 from aqueue.api.hosts import TrustedHosts
 from aqueue.api.limits import RequestLimits
 from aqueue.api.openapi import openapi_document, with_security
@@ -84,7 +84,10 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    return error_response(exc.status_code, str(exc.detail), headers)
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 
 class ApiError(Exception):
@@ -22,6 +23,18 @@ def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: every method the app's routes take at the request's path.
+    Starlette's own names only the first route matching the path, where paths such as
+    /jobs are a route per method."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def is_json_media_type(content_type: str | None) -> bool:

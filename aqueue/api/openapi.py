@@ -5,15 +5,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aqueue.model import JobStatus
+from aqueue.model import NAME_RE, JobStatus
+from aqueue.store import DEPTH_KEYS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
 _NOT_JSON = "Body not sent as application/json (or application/*+json)"
+_TOO_LARGE = "Body over the size limit"
+# a queue or job type name, as aqueue.model.check_name takes it ($ matches only at the
+# very end in ECMA-262 regular expressions: no trailing newline slips through)
+_NAME: dict[str, Any] = {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _body_errors(invalid: str) -> dict[str, Any]:
+    """The answers of a route that reads a JSON body, to a body it cannot use."""
+    return {
+        "400": _json(_ERROR, "Malformed or empty JSON"),
+        "413": _json(_ERROR, _TOO_LARGE),
+        "415": _json(_ERROR, _NOT_JSON),
+        "422": _json(_ERROR, invalid),
+    }
 
 
 def _id_param() -> dict[str, Any]:
@@ -49,18 +64,18 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_JOB, "Created"),
                         "200": _json(_JOB, "An idempotent repeat: the existing job"),
-                        "400": _json(_ERROR, "Malformed JSON"),
-                        "413": _json(_ERROR, "Body too large"),
-                        "415": _json(_ERROR, _NOT_JSON),
-                        "422": _json(_ERROR, "Invalid job"),
+                        **_body_errors("Invalid job"),
+                        "400": _json(
+                            _ERROR, "Malformed or empty JSON, or depends_on names an unknown job"
+                        ),
                     },
                 },
                 "get": {
                     "summary": "List jobs, newest first (keyset pagination)",
                     "parameters": [
                         {"name": "status", "in": "query", "schema": {"enum": statuses}},
-                        {"name": "queue", "in": "query", "schema": {"type": "string"}},
-                        {"name": "type", "in": "query", "schema": {"type": "string"}},
+                        {"name": "queue", "in": "query", "schema": _NAME},
+                        {"name": "type", "in": "query", "schema": _NAME},
                         {
                             "name": "limit",
                             "in": "query",
@@ -118,7 +133,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Every queue: depth by status, paused, oldest pending, "
                     "last minute's completed and failed attempts, live workers",
-                    "responses": {"200": _json({"type": "object"}, "The queues")},
+                    "responses": {"200": _json(_list_of("queues", _QUEUE), "The queues")},
                 }
             },
             "/queues/depth": {
@@ -157,14 +172,7 @@ def openapi_document() -> dict[str, Any]:
                 "put": {
                     "summary": "A queue's flow control, enforced in the claim across every "
                     "worker: the fields given are set (null removes one), the others kept",
-                    "parameters": [
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [_queue_param()],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _LIMITS}},
@@ -177,34 +185,45 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "The queue's limits now",
                         ),
+                        **_body_errors("A bad value, an unknown field, or no field"),
                         "400": _json(_ERROR, "Bad queue name, or malformed or empty JSON"),
-                        "415": _json(_ERROR, _NOT_JSON),
-                        "422": _json(_ERROR, "A bad value, an unknown field, or no field"),
                     },
                 }
             },
-            "/queues/{name}/pause": _queue_action("Pause a queue: no worker claims from it"),
-            "/queues/{name}/resume": _queue_action("Resume a paused queue"),
-            "/queues/{name}/retry-dead": _queue_action(
-                'Retry every DEAD job of a queue (body {"type": ...} optional)'
+            "/queues/{name}/pause": _queue_action(
+                "Pause a queue: no worker claims from it", paused=True
             ),
+            "/queues/{name}/resume": _queue_action("Resume a paused queue", paused=False),
+            "/queues/{name}/retry-dead": _retry_dead(),
             "/schedules": {
                 "post": {
                     "summary": "Create a cron schedule (type and cron required)",
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _SCHEDULE_BODY}},
+                        "content": {
+                            "application/json": {
+                                "schema": {**_SCHEDULE_BODY, "required": ["type", "cron"]}
+                            }
+                        },
                     },
                     "responses": {
                         "201": _json(_SCHEDULE, "Created"),
+                        **_body_errors("Bad cron, time zone or field"),
                         "409": _json(_ERROR, "A schedule of that name exists"),
-                        "415": _json(_ERROR, _NOT_JSON),
-                        "422": _json(_ERROR, "Bad cron, time zone or field"),
                     },
                 },
                 "get": {
                     "summary": "Every schedule, by name",
-                    "responses": {"200": _json({"type": "object"}, "The schedules")},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["schedules"],
+                                "properties": {"schedules": {"type": "array", "items": _SCHEDULE}},
+                            },
+                            "The schedules",
+                        )
+                    },
                 },
             },
             "/schedules/{schedule_id}": {
@@ -213,6 +232,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_schedule_param()],
                     "responses": {
                         "200": _json(_SCHEDULE, "The schedule"),
+                        "400": _json(_ERROR, _BAD_SCHEDULE_ID),
                         "404": _json(_ERROR, "No such schedule"),
                     },
                 },
@@ -225,8 +245,10 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_SCHEDULE, "The schedule"),
+                        **_body_errors("Bad cron, time zone or field"),
+                        "400": _json(_ERROR, f"{_BAD_SCHEDULE_ID}, or malformed or empty JSON"),
                         "404": _json(_ERROR, "No such schedule"),
-                        "422": _json(_ERROR, "Bad cron, time zone or field"),
+                        "409": _json(_ERROR, "Another schedule has that name"),
                     },
                 },
                 "delete": {
@@ -234,6 +256,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_schedule_param()],
                     "responses": {
                         "204": {"description": "Deleted"},
+                        "400": _json(_ERROR, _BAD_SCHEDULE_ID),
                         "404": _json(_ERROR, "No such schedule"),
                     },
                 },
@@ -241,7 +264,7 @@ def openapi_document() -> dict[str, Any]:
             "/workers": {
                 "get": {
                     "summary": "Every aqueue process seen lately: alive, lost or stopped",
-                    "responses": {"200": _json({"type": "object"}, "The workers")},
+                    "responses": {"200": _json(_list_of("workers", _WORKER), "The workers")},
                 }
             },
             "/stats": {
@@ -277,18 +300,26 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["task"],
-                                    "properties": {"task": {"type": "string"}, "payload": {}},
+                                    "properties": {
+                                        "task": _NAME,
+                                        **{
+                                            name: field
+                                            for name, field in _NEW_JOB["properties"].items()
+                                            if name != "type"
+                                        },
+                                    },
+                                    "additionalProperties": False,
                                 }
                             }
                         },
                     },
                     "responses": {
-                        "201": _json(
-                            {"type": "object", "properties": {"job_id": {"type": "string"}}},
-                            "Created",
+                        "201": _json(_JOB_ID, "Created"),
+                        "200": _json(_JOB_ID, "An idempotent repeat: the existing job's id"),
+                        **_body_errors("Invalid job"),
+                        "400": _json(
+                            _ERROR, "Malformed or empty JSON, or depends_on names an unknown job"
                         ),
-                        "415": _json(_ERROR, _NOT_JSON),
-                        "422": _json(_ERROR, "Invalid job"),
                     },
                 }
             },
@@ -311,6 +342,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "Status",
                         ),
+                        "400": _json(_ERROR, "Bad id"),
                         "404": _json(_ERROR, "No such job"),
                     },
                 }
@@ -318,7 +350,10 @@ def openapi_document() -> dict[str, Any]:
             "/": {
                 "get": {
                     "summary": "The web dashboard (one HTML page; it uses the routes here)",
-                    "responses": {"200": {"description": "The page", "content": {"text/html": {}}}},
+                    "responses": {
+                        "200": {"description": "The page", "content": {"text/html": {}}},
+                        "304": {"description": "Not modified (If-None-Match named its ETag)"},
+                    },
                 }
             },
             "/dashboard/{name}": {
@@ -336,6 +371,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "The file"},
+                        "304": {"description": "Not modified (If-None-Match named its ETag)"},
                         "404": _json(_ERROR, "No such file"),
                     },
                 }
@@ -343,15 +379,18 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
-                    "responses": {"200": {"description": "The process answers"}},
+                    "responses": {"200": _json(_PROBE, "The process answers")},
                 }
             },
             "/readyz": {
                 "get": {
                     "summary": "Readiness (database reachable)",
                     "responses": {
-                        "200": {"description": "Ready"},
-                        "503": {"description": "Database unreachable (the detail is logged)"},
+                        "200": _json(_PROBE, "Ready"),
+                        "503": _json(
+                            {**_PROBE, "required": ["status", "error"]},
+                            "Database unreachable (the detail is logged)",
+                        ),
                     },
                 }
             },
@@ -375,50 +414,7 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["error"],
                     "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
                 },
-                "NewJob": {
-                    "type": "object",
-                    "required": ["type"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "type": {"type": "string"},
-                        "payload": {"type": ["object", "array"]},
-                        "queue": {"type": "string", "default": "default"},
-                        "priority": {
-                            "type": "integer",
-                            "default": 0,
-                            "minimum": -1000,
-                            "maximum": 1000,
-                        },
-                        "run_after": {"type": "string", "format": "date-time"},
-                        "max_attempts": {
-                            "type": "integer",
-                            "default": 5,
-                            "minimum": 1,
-                            "maximum": 100,
-                        },
-                        "idempotency_key": {"type": "string", "maxLength": 255},
-                        "timeout_seconds": {
-                            "type": "number",
-                            "exclusiveMinimum": 0,
-                            "maximum": 604800,
-                        },
-                        "depends_on": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "uuid"},
-                            "maxItems": 1000,
-                        },
-                        "concurrency_key": {
-                            **_FLOW_KEY,
-                            "description": "at most the queue's key cap of jobs with this "
-                            "key run at once",
-                        },
-                        "fair_key": {
-                            **_FLOW_KEY,
-                            "description": "the tenant the job counts for in the queue's "
-                            "fair share; not with depends_on",
-                        },
-                    },
-                },
+                "NewJob": _NEW_JOB,
                 "Job": {
                     "type": "object",
                     "properties": {
@@ -447,6 +443,61 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+# text PostgreSQL stores: no NUL character (nor unpaired surrogates, which JSON Schema
+# cannot say)
+_NO_NUL = "^[^\\u0000]*$"
+_FLOW_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field that also takes null, meaning the same as leaving it out."""
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return {**schema, "type": [*types, "null"]}
+
+
+_NEW_JOB: dict[str, Any] = {
+    "type": "object",
+    "required": ["type"],
+    "additionalProperties": False,
+    "properties": {
+        "type": _NAME,
+        "payload": _or_null({"type": ["object", "array"]}),
+        "queue": {**_NAME, "default": "default"},
+        "priority": {"type": "integer", "default": 0, "minimum": -1000, "maximum": 1000},
+        "run_after": _or_null({"type": "string", "format": "date-time"}),
+        "max_attempts": {"type": "integer", "default": 5, "minimum": 1, "maximum": 100},
+        "idempotency_key": _or_null(
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_NUL}
+        ),
+        "timeout_seconds": _or_null({"type": "number", "exclusiveMinimum": 0, "maximum": 604800}),
+        "depends_on": _or_null(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 1000}
+        ),
+        "concurrency_key": _or_null(
+            {
+                **_FLOW_KEY,
+                "description": "at most the queue's key cap of jobs with this key run at once",
+            }
+        ),
+        "fair_key": _or_null(
+            {
+                **_FLOW_KEY,
+                "description": "the tenant the job counts for in the queue's fair share; "
+                "not with depends_on",
+            }
+        ),
+    },
+}
+
+
+def _list_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": item}},
     }
 
 
@@ -491,7 +542,6 @@ _STATS: dict[str, Any] = {
         },
     },
 }
-_FLOW_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200}
 _LIMITS: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -500,6 +550,7 @@ _LIMITS: dict[str, Any] = {
         "rate_limit": {
             "type": ["string", "null"],
             "description": "at most N jobs start per period: 20/s, 100/min, 1000/h",
+            "examples": ["20/s", "100/min", "1000/h"],
         },
         "key_concurrency": {
             "type": ["integer", "null"],
@@ -509,14 +560,59 @@ _LIMITS: dict[str, Any] = {
         },
         "key_limits": {
             "type": ["object", "null"],
+            "propertyNames": _FLOW_KEY,
             "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 10000},
             "description": "caps for single keys, over key_concurrency",
         },
         "fair_weights": {
             "type": ["object", "null"],
+            "propertyNames": _FLOW_KEY,
             "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
             "description": "fair_key -> weight (default 1): tenants share the queue by it",
         },
+    },
+}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+_QUEUE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "paused", "limits", "depth"],
+    "properties": {
+        "name": {"type": "string"},
+        "paused": {"type": "boolean"},
+        "limits": _LIMITS,
+        "fair": {"type": "boolean", "description": "claimed in fair order (a fair_key was used)"},
+        "depth": {
+            "type": "object",
+            "description": "jobs by state",
+            "required": list(DEPTH_KEYS),
+            "properties": dict.fromkeys(DEPTH_KEYS, _COUNT),
+        },
+        "oldest_pending_seconds": {"type": ["number", "null"]},
+        "completed_last_minute": _COUNT,
+        "failed_last_minute": _COUNT,
+        "workers": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_WORKER: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "state"],
+    "properties": {
+        "id": {"type": "string"},
+        "host": {"type": "string"},
+        "pid": {"type": "integer"},
+        "version": {"type": "string"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "queues": {
+            "type": "object",
+            "description": "queue -> concurrency",
+            "additionalProperties": {"type": "integer"},
+        },
+        "running": _COUNT,
+        "started_at": _TIME,
+        "last_heartbeat": _TIME,
+        "stopped_at": {**_TIME, "type": ["string", "null"]},
+        "state": {"enum": ["alive", "lost", "stopped"]},
     },
 }
 
@@ -536,34 +632,100 @@ def _job_action(summary: str) -> dict[str, Any]:
     }
 
 
-def _queue_action(summary: str) -> dict[str, Any]:
+def _queue_param() -> dict[str, Any]:
+    return {"name": "name", "in": "path", "required": True, "schema": _NAME}
+
+
+def _queue_action(summary: str, paused: bool) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
+            "parameters": [_queue_param()],
             "responses": {
-                "200": _json({"type": "object"}, "Done"),
-                "400": _json(_ERROR, "Bad queue name or body"),
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["name", "paused"],
+                        "properties": {"name": {"type": "string"}, "paused": {"const": paused}},
+                    },
+                    "Done",
+                ),
+                "400": _json(_ERROR, "Bad queue name"),
             },
         }
     }
 
 
+def _retry_dead() -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": 'Retry every DEAD job of a queue (body {"type": ...} optional)',
+            "parameters": [_queue_param()],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {**_NAME, "type": ["string", "null"]},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["name", "type", "retried"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "type": {"type": ["string", "null"]},
+                            "retried": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "How many DEAD jobs are PENDING again",
+                ),
+                "400": _json(_ERROR, "Bad queue name or type, or a body that is not one"),
+                "413": _json(_ERROR, _TOO_LARGE),
+                "415": _json(_ERROR, _NOT_JSON),
+            },
+        }
+    }
+
+
+_BAD_SCHEDULE_ID = "Not a schedule id (a UUID)"
+_JOB_ID: dict[str, Any] = {
+    "type": "object",
+    "required": ["job_id"],
+    "properties": {"job_id": {"type": "string", "format": "uuid"}},
+}
+_PROBE: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string"}, "error": {"type": "string"}},
+}
 _SCHEDULE_BODY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "name": {"type": "string"},
+        "name": {**_NAME, "type": ["string", "null"], "description": "null: made from the type"},
         "cron": {
             "type": "string",
             "description": "5 fields, or 6 with seconds first; e.g. */5 * * * *",
+            "examples": ["*/5 * * * *", "0 30 9 * * 1-5"],
         },
-        "timezone": {"type": "string", "default": "UTC"},
-        "type": {"type": "string"},
-        "payload": {},
-        "queue": {"type": "string", "default": "default"},
+        "timezone": {
+            "type": "string",
+            "default": "UTC",
+            "description": "an IANA time zone",
+            "examples": ["UTC", "Europe/Berlin"],
+        },
+        "type": _NAME,
+        "payload": {"type": ["object", "array", "null"], "description": "null: {}"},
+        "queue": {**_NAME, "default": "default"},
         "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
         "enabled": {"type": "boolean", "default": True},

@@ -272,6 +272,13 @@ UNSTORABLE_BODIES = [
     pytest.param(
         b'{"type": "a", "run_after": "9999-12-31T23:59:59-14:00"}', id="run-after-overflow"
     ),
+    # asyncpg stores Python's first and last instants as -infinity and infinity, and
+    # reads them back without a time zone (a run_after that is no date-time)
+    pytest.param(b'{"type": "a", "run_after": "0001-01-01T00:00:00Z"}', id="run-after-first"),
+    pytest.param(b'{"type": "a", "run_after": "9999-12-31T23:59:59.999999Z"}', id="run-after-last"),
+    pytest.param(
+        b'{"type": "a", "run_after": "0001-01-01T05:00:00+05:00"}', id="run-after-first-in-+5"
+    ),
 ]
 
 
@@ -282,6 +289,15 @@ async def test_post_jobs_with_unstorable_values_is_4xx_not_500_and_writes_nothin
     r = await client.post("/jobs", content=content, headers={"content-type": "application/json"})
     assert_error(r)
     assert await count_jobs(pool) == 0
+
+
+@pytest.mark.parametrize("run_after", ["0001-01-01T00:00:01+00:00", "9999-12-31T23:59:59+00:00"])
+async def test_a_run_after_next_to_the_ends_of_time_comes_back_as_given(client, run_after):
+    r = await client.post("/jobs", json={"type": "a", "run_after": run_after})
+    assert r.status_code == 201, r.text
+    assert r.json()["run_after"] == run_after
+    fetched = await client.get(f"/jobs/{r.json()['id']}")
+    assert fetched.json()["run_after"] == run_after
 
 
 # --- GET /jobs --------------------------------------------------------------------------
