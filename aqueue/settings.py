@@ -632,6 +632,7 @@ class Settings:
         help="one shared bearer token with every scope (turns --auth on)",
         shown="none",
         secret=True,
+        file_env="AQUEUE_API_TOKEN_FILE",
     )
     threads: int = option(
         10,

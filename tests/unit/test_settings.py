@@ -330,6 +330,18 @@ def test_the_database_url_can_come_from_a_file(monkeypatch, tmp_path):
         assert settings_for(command, *positional).database_url == SECRET_URL
 
 
+def test_the_api_token_can_come_from_a_file_and_turns_auth_on(monkeypatch, tmp_path):
+    secret = tmp_path / "api-token"
+    secret.write_text("a-shared-token-from-a-file\n")
+    monkeypatch.setenv("AQUEUE_API_TOKEN_FILE", str(secret))
+    settings = settings_for("serve")
+    assert settings.api_token == "a-shared-token-from-a-file" and settings.auth_enabled
+    secret.write_text("short")
+    with pytest.raises(SettingsError, match="^--api-token .*at least 16 characters"):
+        settings_for("serve")
+    assert "a-shared-token" not in repr(settings)
+
+
 def test_the_flag_and_the_plain_variable_win_over_the_file(monkeypatch, tmp_path):
     secret = tmp_path / "database-url"
     secret.write_text(SECRET_URL)
