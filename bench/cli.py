@@ -65,6 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ",".join(SCENARIOS),
     )
     p.add_argument(
+        "--drain-jobs",
+        type=int,
+        default=None,
+        help="jobs per drain (default 20,000, --quick 1,000); 100000 makes aqueue's drains "
+        "last seconds, but pgqueuer at concurrency 10 slows to ~170 jobs/s and the SQL "
+        "ceiling to ~3,500 on such a backlog",
+    )
+    p.add_argument(
         "--steady-seconds",
         type=float,
         default=None,
@@ -113,6 +121,10 @@ async def run(args: argparse.Namespace) -> int:
     sizes = QUICK if args.quick else FULL
     if args.steady_seconds is not None:
         sizes = dataclasses.replace(sizes, steady_seconds=args.steady_seconds)
+    if args.drain_jobs is not None:
+        if args.drain_jobs < 1:
+            raise SystemExit("--drain-jobs must be at least 1")
+        sizes = dataclasses.replace(sizes, drain=args.drain_jobs)
     repeat = args.repeat or (1 if args.quick else 3)
     tuned = args.tuned if args.tuned is not None else not args.quick
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
