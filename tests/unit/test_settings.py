@@ -337,7 +337,7 @@ def test_the_api_token_can_come_from_a_file_and_turns_auth_on(monkeypatch, tmp_p
     settings = settings_for("serve")
     assert settings.api_token == "a-shared-token-from-a-file" and settings.auth_enabled
     secret.write_text("short")
-    with pytest.raises(SettingsError, match="^--api-token .*at least 16 characters"):
+    with pytest.raises(SettingsError, match=r"^--api-token .*at least 16 characters"):
         settings_for("serve")
     assert "a-shared-token" not in repr(settings)
 
