@@ -7,6 +7,7 @@ from typing import Any
 
 from aqueue.model import NAME_RE, JobStatus
 from aqueue.store import DEPTH_KEYS
+from aqueue.tokens import SCOPES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
@@ -762,7 +763,7 @@ _SESSION: dict[str, Any] = {
     "properties": {
         "auth": {"type": "boolean", "description": "whether this server checks tokens"},
         "name": {"type": ["string", "null"], "description": "the signed-in token's name"},
-        "scopes": {"type": "array", "items": {"enum": ["enqueue", "read", "admin", "worker"]}},
+        "scopes": {"type": "array", "items": {"enum": list(SCOPES)}},
     },
 }
 

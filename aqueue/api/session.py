@@ -26,7 +26,7 @@ from aqueue.api.auth import (
 )
 from aqueue.api.errors import ApiError, read_json
 from aqueue.settings import Settings
-from aqueue.tokens import Identity
+from aqueue.tokens import SCOPES, Identity
 
 # a signed-in browser asks for the token again after this long (or when it expires)
 SESSION_SECONDS = 12 * 3600
@@ -48,11 +48,12 @@ async def sign_in(request: Request) -> Response:
     if not _settings(request).auth_enabled:
         raise ApiError(409, "authentication is off on this server: no sign-in is needed")
     data = await read_json(request, SIGN_IN_BODY_LIMIT)
-    secret = data.get("token") if isinstance(data, dict) else None
-    if not isinstance(secret, str) or not secret.strip():
+    given = data.get("token") if isinstance(data, dict) else None
+    secret = given.strip() if isinstance(given, str) else ""
+    if not secret:
         raise ApiError(422, 'send the token as {"token": "..."}')
     authenticator: Authenticator = request.app.state.authenticator
-    identity = await authenticator.identify(secret.strip())
+    identity = await authenticator.identify(secret)
     if identity is None:
         raise ApiError(401, "the token is unknown, revoked or expired", CHALLENGE)
     seconds = SESSION_SECONDS
@@ -64,7 +65,7 @@ async def sign_in(request: Request) -> Response:
     secure = request.url.scheme == "https"
     response.set_cookie(
         TOKEN_COOKIE,
-        secret.strip(),
+        secret,
         max_age=seconds,
         path="/",
         secure=secure,
@@ -73,7 +74,7 @@ async def sign_in(request: Request) -> Response:
     )
     response.set_cookie(
         CSRF_COOKIE,
-        csrf_token(secret.strip()),
+        csrf_token(secret),
         max_age=seconds,
         path="/",
         secure=secure,
@@ -88,7 +89,7 @@ async def sign_in(request: Request) -> Response:
 async def current_session(request: Request) -> Response:
     if not _settings(request).auth_enabled:
         return JSONResponse({"auth": False, "name": None, "scopes": []})
-    check(request, ("read", "enqueue", "admin", "worker"))
+    check(request, SCOPES)
     identity = identity_of(request)
     assert identity is not None  # check() let it through
     return JSONResponse(_session(identity))
