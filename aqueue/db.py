@@ -101,6 +101,12 @@ def _decode_jsonb(data: bytes) -> Any:
     return json.loads(data[1:])
 
 
+def as_stored(value: Any) -> Any:
+    """The value as a json column gives it back (tuples as lists, keys as strings), for a
+    record built without reading it back."""
+    return json.loads(_dumps(value))
+
+
 def _encode_json(value: Any) -> bytes:
     return _dumps(value).encode("utf-8")
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from aqueue.cron import Schedule, ScheduleSpec
-from aqueue.db import sql_dir
+from aqueue.db import as_stored, sql_dir
 from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, uuid7, uuid7s
 from aqueue.settings import RateLimit
 
@@ -81,17 +81,44 @@ async def insert_job(db: Executor, spec: JobSpec) -> tuple[Job, bool]:
         return await _insert_flow_job(db, spec, args[0])
     if spec.idempotency_key is None:
         row = await db.fetchrow(Q["insert_job"], *args[:8])
-        return Job.from_record(row), True
+        return _new_job(args[0], spec, row), True
     # Two tries: the existing job can vanish between the conflict and the read only if
     # retention deleted it (and its key) in between; then the second insert succeeds.
     for _ in range(2):
         row = await db.fetchrow(Q["insert_job_keyed"], *args)
         if row is not None:
-            return Job.from_record(row), True
+            return _new_job(args[0], spec, row), True
         row = await db.fetchrow(Q["job_by_key"], spec.idempotency_key)
         if row is not None:
             return Job.from_record(row), False
     raise RuntimeError(f"could not insert or read the job with key {spec.idempotency_key!r}")
+
+
+def _new_job(job_id: uuid.UUID, spec: JobSpec, times: Mapping[str, Any]) -> Job:
+    """The job just inserted: the spec's fields as the columns store them, and the times
+    the database gave it (the insert returns only those)."""
+    timeout = spec.timeout_seconds
+    return Job(
+        id=job_id,
+        type=spec.type,
+        payload=as_stored(spec.payload),
+        status=JobStatus.PENDING,
+        queue=spec.queue,
+        priority=spec.priority,
+        attempts=0,
+        max_attempts=spec.max_attempts,
+        run_after=times["run_after"],
+        locked_by=None,
+        locked_at=None,
+        last_error=None,
+        idempotency_key=spec.idempotency_key,
+        result=None,
+        created_at=times["created_at"],
+        updated_at=times["updated_at"],
+        started_at=None,
+        finished_at=None,
+        timeout_seconds=None if timeout is None else float(timeout),
+    )
 
 
 async def _insert_flow_job(db: Executor, spec: JobSpec, job_id: uuid.UUID) -> tuple[Job, bool]:

@@ -32,14 +32,17 @@
 -- name: insert_job --
 -- One round trip for the common case, the NOTIFY included (delivered only if the
 -- transaction commits; a trigger doing the same cost a third of the insert rate).
--- A job without an idempotency key: nothing to check, a plain insert.
+-- A job without an idempotency key: nothing to check, a plain insert. It returns only
+-- what the database decides (the times); the caller knows the rest. The whole row cost
+-- a third of the statement's time, mostly in sending and decoding 29 columns.
 WITH inserted AS (
     INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
                       max_attempts, timeout_seconds)
     VALUES ($1, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8)
-    RETURNING *
+    RETURNING queue, run_after, created_at, updated_at
 )
-SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM inserted;
+SELECT run_after, created_at, updated_at, pg_notify('aqueue_jobs', queue) AS notified
+FROM inserted;
 
 -- name: insert_job_keyed --
 -- A job with an idempotency key: the key is claimed in job_keys first, which holds the
@@ -54,9 +57,10 @@ WITH keyed AS (
     INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after,
                       max_attempts, timeout_seconds, idempotency_key)
     SELECT job_id, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8, $9 FROM keyed
-    RETURNING *
+    RETURNING queue, run_after, created_at, updated_at
 )
-SELECT inserted.*, pg_notify('aqueue_jobs', inserted.queue) AS notified FROM inserted;
+SELECT run_after, created_at, updated_at, pg_notify('aqueue_jobs', queue) AS notified
+FROM inserted;
 
 -- name: insert_jobs --
 -- A whole batch in one statement, and one NOTIFY per queue, not per row: a batch of

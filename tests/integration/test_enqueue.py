@@ -34,6 +34,26 @@ async def test_enqueue_returns_a_pending_job_with_defaults(pool):
     assert await store.get_job(pool, job.id) == job
 
 
+async def test_the_job_enqueue_returns_is_the_job_as_stored(pool):
+    # the insert returns only the database's times; the rest must read back as returned
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for key in (None, "returned-as-stored"):
+        job = await enqueue(
+            pool,
+            "demo.echo",
+            {"list": (1, 2), "n": 1.5, "nested": {"z": None, "a": "é"}},
+            queue="q1",
+            priority=3,
+            run_after=later,
+            max_attempts=2,
+            idempotency_key=key,
+            timeout_seconds=7,
+        )
+        assert await store.get_job(pool, job.id) == job
+        assert job.payload == {"list": [1, 2], "n": 1.5, "nested": {"z": None, "a": "é"}}
+        assert isinstance(job.timeout_seconds, float)
+
+
 async def test_enqueue_without_payload_stores_an_empty_object(pool):
     job = await enqueue(pool, "demo.echo")
     assert job.payload == {}
