@@ -10,7 +10,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -138,13 +138,27 @@ def uuid7s(count: int) -> list[uuid.UUID]:
     prefix = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (sub_ms * 4096 // 1_000_000) << 64
     prefix |= 0b10 << 62
     random_bytes = os.urandom(8 * count)
+    if _FastUUID is None:
+        return [
+            UUID(int=prefix | int.from_bytes(random_bytes[i : i + 8], "big") & _RAND_B)
+            for i in range(0, 8 * count, 8)
+        ]
     return [
-        UUID(int=prefix | int.from_bytes(random_bytes[i : i + 8], "big") & _RAND_B)
+        _FastUUID((prefix | int.from_bytes(random_bytes[i : i + 8], "big") & _RAND_B).to_bytes(16))
         for i in range(0, 8 * count, 8)
     ]
 
 
 _RAND_B = 0x3FFF_FFFF_FFFF_FFFF
+
+# asyncpg's UUID, the type it returns for every uuid column: a uuid.UUID subclass written
+# in C that is built from its 16 bytes in 0.2 us, against 1.5 us for uuid.UUID(int=...),
+# which was a fifth of the client's time in a COPY of 1,000 jobs.
+_FastUUID: Callable[[bytes], UUID] | None
+try:
+    from asyncpg.pgproto.pgproto import UUID as _FastUUID
+except ImportError:  # pragma: no cover - another asyncpg layout: the standard type will do
+    _FastUUID = None
 
 
 def backoff_seconds(
@@ -214,6 +228,8 @@ def _name_problem(value: str) -> str:
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if type(value) is int and low <= value <= high:
+        return value  # the common case first: this runs for every job of a batch
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"'{name}' must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
@@ -337,10 +353,10 @@ def _check_spec_values(spec: JobSpec) -> JobSpec:
         _check_text("'idempotency_key'", key)
     if spec.timeout_seconds is not None:
         check_timeout(spec.timeout_seconds)
-    for name in ("concurrency_key", "fair_key"):
-        value = getattr(spec, name)
-        if value is not None:
-            check_flow_key(name, value)
+    if spec.concurrency_key is not None:
+        check_flow_key("concurrency_key", spec.concurrency_key)
+    if spec.fair_key is not None:
+        check_flow_key("fair_key", spec.fair_key)
     if spec.depends_on and spec.fair_key is not None:
         # its place in the fair order is given at enqueue, and a job that waits for
         # others is not runnable then

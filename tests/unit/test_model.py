@@ -31,6 +31,7 @@ from aqueue.model import (
     parse_job_spec,
     storable_text,
     uuid7,
+    uuid7s,
 )
 
 LIMIT = 1000
@@ -119,6 +120,15 @@ def test_uuid7_made_2ms_apart_sort_in_creation_order():
         time.sleep(0.002)
     assert ids == sorted(ids)
     assert [str(i) for i in ids] == sorted(str(i) for i in ids)
+
+
+def test_uuid7_ids_behave_as_standard_uuids():
+    # they may be asyncpg's faster UUID type: equal, hashed and printed as uuid.UUID is
+    for value in uuid7s(3):
+        plain = uuid.UUID(bytes=value.bytes)
+        assert isinstance(value, uuid.UUID)
+        assert (value == plain, hash(value) == hash(plain), str(value)) == (True, True, str(plain))
+        assert {plain: 1}[value] == 1
 
 
 def test_uuid7_values_are_unique():
