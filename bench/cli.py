@@ -182,12 +182,12 @@ async def run(args: argparse.Namespace) -> int:
         # then gets a fresh database copied from it (CREATE DATABASE ... TEMPLATE).
         templates: dict[str, str] = {}
         for system in systems:
-            if system.system in templates:
+            if system.schema in templates:
                 continue
-            name = safe_name("bench", run_id, "tpl", system.system)
+            name = safe_name("bench", run_id, "tpl", system.schema)
             tpl_url = await dbs.create(name)
             await system.install(tpl_url)
-            templates[system.system] = name
+            templates[system.schema] = name
 
         runner = Runner(sizes, tmp_root)
         for rep in range(1, repeat + 1):
@@ -196,7 +196,7 @@ async def run(args: argparse.Namespace) -> int:
                     if not applies(scenario, system):
                         continue
                     name = safe_name("bench", run_id, system.label, f"r{rep}", scenario.name)
-                    db_url = await dbs.create(name, template=templates[system.system])
+                    db_url = await dbs.create(name, template=templates[system.schema])
                     result = await runner.run(scenario, system, db_url, rep)
                     await dbs.drop(name)
                     results.append(result)

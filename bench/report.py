@@ -10,6 +10,15 @@ from typing import Any
 
 from bench.scenarios import SCENARIOS, Result
 
+# the plain-SQL references, and the key of each row's shares of it
+CEILINGS = {"sql": "fraction_of_sql", "sql:same_row": "fraction_of_same_row"}
+
+
+def is_peer(label: str) -> bool:
+    """A system aqueue is compared with (an earlier aqueue included), not a reference or
+    another way of driving the current aqueue."""
+    return label != "aqueue" and not label.startswith(("sql", "aqueue:"))
+
 
 def summarize(results: list[Result], labels: list[str]) -> list[dict[str, Any]]:
     """One row per (scenario, metric): per label median/min/max over the valid runs."""
@@ -28,6 +37,7 @@ def summarize(results: list[Result], labels: list[str]) -> list[dict[str, Any]]:
                 "by_label": {},
                 "ratio_aqueue_over": {},
                 "fraction_of_sql": {},
+                "fraction_of_same_row": {},
             }
             for label in labels:
                 runs = [r for r in ran if r.label == label]
@@ -47,15 +57,18 @@ def summarize(results: list[Result], labels: list[str]) -> list[dict[str, Any]]:
                 }
             aq = row["by_label"].get("aqueue", {}).get("median")
             for label, stats in row["by_label"].items():
-                if label in ("aqueue", "sql") or metric.key == "rate_per_s":
+                if not is_peer(label) or metric.key == "rate_per_s":
                     continue
                 peer = stats["median"]
                 row["ratio_aqueue_over"][label] = aq / peer if aq and peer else None
-            sql = row["by_label"].get("sql", {}).get("median")
-            if sql and metric.key == "jobs_per_s":
-                for label, stats in row["by_label"].items():
-                    if label != "sql" and stats["median"]:
-                        row["fraction_of_sql"][label] = stats["median"] / sql
+            for ceiling, key in CEILINGS.items():
+                sql = row["by_label"].get(ceiling, {}).get("median")
+                if sql and metric.key == "jobs_per_s":
+                    row[key] = {
+                        label: stats["median"] / sql
+                        for label, stats in row["by_label"].items()
+                        if not label.startswith("sql") and stats["median"]
+                    }
             rows.append(row)
     return rows
 
@@ -112,7 +125,7 @@ def _baseline_note(doc: dict[str, Any]) -> list[str]:
 def markdown(doc: dict[str, Any]) -> str:
     labels: list[str] = doc["labels"]
     rows: list[dict[str, Any]] = doc["summary"]
-    peers = [x for x in labels if x not in ("aqueue", "sql")]
+    peers = [x for x in labels if is_peer(x)]
     meta = doc["meta"]
     out = [
         "# aqueue benchmark results",
@@ -145,7 +158,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     sql_rows = [r for r in rows if r["fraction_of_sql"]]
     if sql_rows:
-        shown = [x for x in labels if x != "sql"]
+        shown = [x for x in labels if not x.startswith("sql")]
         out += [
             "",
             "## Each system as a share of the database's own ceiling",
@@ -165,6 +178,29 @@ def markdown(doc: dict[str, Any]) -> str:
             sql = row["by_label"]["sql"]["median"]
             fr = [
                 f"{row['fraction_of_sql'][x] * 100:.1f}%" if x in row["fraction_of_sql"] else ""
+                for x in shown
+            ]
+            out.append(f"| {row['scenario']} | {sql:,.0f} | " + " | ".join(fr) + " |")
+    same_rows = [r for r in rows if r["fraction_of_same_row"]]
+    if same_rows:
+        shown = [x for x in labels if not x.startswith("sql")]
+        out += [
+            "",
+            "## Enqueues as a share of a bare INSERT (or COPY) of aqueue's own row",
+            "",
+            "sql:same_row: aqueue's schema, the row aqueue's enqueue writes, inserted by one "
+            "plain asyncpg connection with no RETURNING, NOTIFY or pool, each job (or batch) "
+            "its own durable transaction. The gap to it is aqueue's own cost.",
+            "",
+            "| scenario | same-row ceiling (jobs/s) | " + " | ".join(shown) + " |",
+            "|" + "---|" * (2 + len(shown)),
+        ]
+        for row in same_rows:
+            sql = row["by_label"]["sql:same_row"]["median"]
+            fr = [
+                f"{row['fraction_of_same_row'][x] * 100:.1f}%"
+                if x in row["fraction_of_same_row"]
+                else ""
                 for x in shown
             ]
             out.append(f"| {row['scenario']} | {sql:,.0f} | " + " | ".join(fr) + " |")
@@ -203,6 +239,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     palette = {
         "aqueue": "#1f77b4", "pgqueuer": "#ff7f0e", "pgqueuer:tuned": "#ffbb78",
         "procrastinate": "#2ca02c", "procrastinate:tuned": "#98df8a", "sql": "#7f7f7f",
+        "aqueue:connection": "#17becf", "sql:same_row": "#c7c7c7",
     }  # fmt: skip
     for label in doc["labels"]:
         if label.startswith("aqueue@"):

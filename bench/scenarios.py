@@ -175,6 +175,8 @@ SCENARIOS: dict[str, Scenario] = {
 def applies(scenario: Scenario, system: System) -> bool:
     if system.family not in scenario.systems:
         return False
+    if system.scenarios is not None:
+        return scenario.name in system.scenarios
     return system.variant == "default" or scenario.tuned
 
 
@@ -437,9 +439,7 @@ class Runner:
         await self._check_stored(system, url, n, result)
         result.metrics["jobs_per_s"] = n / elapsed
         result.details.update(jobs=n, seconds=elapsed)
-        result.settings = {"api": "one call per job, sequential"}
-        if not system.queue:
-            result.settings = {"api": "asyncpg execute: INSERT (type, payload), autocommit"}
+        result.settings = system.producer_settings("enqueue_single", 1)
 
     async def _enqueue_batch(
         self, scenario: Scenario, system: System, url: str, result: Result
@@ -453,9 +453,7 @@ class Runner:
         await self._check_stored(system, url, n, result)
         result.metrics["jobs_per_s"] = n / elapsed
         result.details.update(jobs=n, seconds=elapsed, batch=batch)
-        result.settings = {"api": f"batch enqueue, {batch} jobs per call"}
-        if not system.queue:
-            result.settings = {"api": f"asyncpg binary COPY of {batch} rows, autocommit"}
+        result.settings = system.producer_settings("enqueue_batch", batch)
 
     async def _stored(self, system: System, url: str) -> int:
         conn = await asyncpg.connect(url)

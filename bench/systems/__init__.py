@@ -10,9 +10,9 @@ def make_systems(names: list[str], tuned: bool) -> list[System]:
     out: list[System] = []
     for name in names:
         if name == "aqueue":
-            from bench.systems.aqueue_system import AqueueSystem
+            from bench.systems.aqueue_system import AqueueConnectionSystem, AqueueSystem
 
-            out.append(AqueueSystem())
+            out += [AqueueSystem(), AqueueConnectionSystem()]
         elif name == "pgqueuer":
             from bench.systems.pgqueuer_system import PgqueuerSystem
 
@@ -26,9 +26,9 @@ def make_systems(names: list[str], tuned: bool) -> list[System]:
             if tuned:
                 out.append(ProcrastinateSystem("tuned"))
         elif name == "sql":
-            from bench.systems.sql_system import SqlSystem
+            from bench.systems.sql_system import SqlSameRowSystem, SqlSystem
 
-            out.append(SqlSystem())
+            out += [SqlSystem(), SqlSameRowSystem()]
         else:
             raise SystemExit(f"unknown system {name!r} (aqueue, pgqueuer, procrastinate, sql)")
     return out

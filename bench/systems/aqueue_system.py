@@ -129,3 +129,35 @@ class AqueueSystem(System):
             "first_claim": float(row["first_claim"] or 0),
             "last_completion": float(row["last_completion"] or 0),
         }
+
+
+class AqueueConnectionSystem(AqueueSystem):
+    """aqueue.enqueue on one connection taken from aqueue's pool (as inside a caller's own
+    transaction): the like of the SQL ceiling's one connection, without the pool's acquire
+    and release around every call."""
+
+    variant = "connection"
+    scenarios = frozenset({"enqueue_single"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conn: Any = None
+
+    async def open(self, url: str) -> None:
+        await super().open(url)
+        assert self._pool is not None
+        self._conn = await self._pool.acquire()
+
+    async def close(self) -> None:
+        if self._conn is not None and self._pool is not None:
+            await self._pool.release(self._conn)
+            self._conn = None
+        await super().close()
+
+    def producer_settings(self, kind: str, batch: int) -> dict[str, Any]:
+        return {"api": "one call per job, sequential, on one connection from the pool"}
+
+    async def enqueue_one(self, payload: dict[str, Any]) -> None:
+        import aqueue
+
+        await aqueue.enqueue(self._conn, TASK, payload)

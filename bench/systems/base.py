@@ -26,12 +26,20 @@ class System:
     """A queue system (and one of its settings variants) under test."""
 
     system: str = ""  # aqueue | aqueue-base | pgqueuer | procrastinate | sql
-    variant: str = "default"  # default | tuned
+    variant: str = "default"  # default | tuned | another way to drive it
     queue: bool = True  # False for the plain-SQL ceiling
+    # the only scenarios this variant runs (None: every one of its family's, tuned ones
+    # where the scenario runs tuned variants)
+    scenarios: frozenset[str] | None = None
 
     @property
     def label(self) -> str:
         return self.system if self.variant == "default" else f"{self.system}:{self.variant}"
+
+    @property
+    def schema(self) -> str:
+        """Names the schema its databases are made with: one template database each."""
+        return self.system
 
     @property
     def family(self) -> str:
@@ -64,6 +72,12 @@ class System:
 
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         raise NotImplementedError
+
+    def producer_settings(self, kind: str, batch: int) -> dict[str, Any]:
+        """What its enqueue loops call, as written into the results."""
+        if kind == "enqueue_single":
+            return {"api": "one call per job, sequential"}
+        return {"api": f"batch enqueue, {batch} jobs per call"}
 
     async def produce(self, kind: str, **params: Any) -> dict[str, Any]:
         """Run one of bench.producers' loops on the open producer. In this process by

@@ -113,6 +113,11 @@ class SqlSystem(System):
     def worker_settings(self, concurrency: int) -> dict[str, Any]:
         return {"tool": "pgbench -M prepared", "batch": BATCH}
 
+    def producer_settings(self, kind: str, batch: int) -> dict[str, Any]:
+        if kind == "enqueue_single":
+            return {"api": "asyncpg execute: INSERT (type, payload), autocommit"}
+        return {"api": f"asyncpg binary COPY of {batch} rows, autocommit"}
+
     async def install(self, url: str) -> None:
         conn = await asyncpg.connect(url)
         try:
@@ -170,3 +175,62 @@ class SqlSystem(System):
             "pgbench_tps": float(tps.group(1)) if tps else None,
             "errors": errors,
         }
+
+
+# aqueue's row: the columns its enqueue writes, the id made by the client as aqueue does
+SAME_ROW_COLUMNS = (
+    "id",
+    "type",
+    "payload",
+    "queue",
+    "priority",
+    "effective_priority",
+    "max_attempts",
+    "timeout_seconds",
+)
+SAME_ROW_INSERT = (
+    "INSERT INTO jobs (id, type, payload, queue, priority, effective_priority, run_after, "
+    "max_attempts, timeout_seconds) VALUES ($1, $2, $3, $4, $5, $5, coalesce($6, now()), $7, $8)"
+)
+
+
+class SqlSameRowSystem(SqlSystem):
+    """The database's cost of aqueue's own row: aqueue's schema (its migrations), a bare
+    INSERT of the row aqueue's enqueue writes (no RETURNING, no NOTIFY, no pool) in its own
+    durable transaction on one plain asyncpg connection, or a binary COPY of a batch. What
+    is left between this and aqueue is aqueue's: its statement's extras and its Python."""
+
+    variant = "same_row"
+    scenarios = frozenset({"enqueue_single", "enqueue_batch"})
+
+    @property
+    def schema(self) -> str:
+        return "sql-same-row"
+
+    async def install(self, url: str) -> None:
+        import aqueue.db
+
+        await aqueue.db.migrate_url(url)
+
+    def producer_settings(self, kind: str, batch: int) -> dict[str, Any]:
+        if kind == "enqueue_single":
+            return {"api": "asyncpg execute: INSERT of aqueue's row into its schema, autocommit"}
+        return {"api": f"asyncpg binary COPY of {batch} of aqueue's rows, autocommit"}
+
+    async def enqueue_one(self, payload: dict[str, Any]) -> None:
+        from aqueue.model import uuid7
+
+        assert self._conn is not None
+        await self._conn.execute(
+            SAME_ROW_INSERT, uuid7(), "bench.noop", json.dumps(payload), "default", 0, None, 5, None
+        )
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        from aqueue.model import uuid7s
+
+        assert self._conn is not None
+        records = [
+            (job_id, "bench.noop", json.dumps(p), "default", 0, 0, 5, None)
+            for job_id, p in zip(uuid7s(len(payloads)), payloads, strict=True)
+        ]
+        await self._conn.copy_records_to_table("jobs", records=records, columns=SAME_ROW_COLUMNS)

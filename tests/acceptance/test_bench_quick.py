@@ -58,8 +58,16 @@ def test_bench_quick_runs_every_system_and_every_run_is_valid(pg_url: str, tmp_p
             # timed from the enqueue call's return: after its start, so never longer
             committed, whole = r["metrics"]["committed_p50_ms"], r["metrics"]["p50_ms"]
             assert committed is not None and 0 < committed <= whole, r
+    # the other ways of driving and of measuring the enqueues run those scenarios alone
+    labels = {r["label"]: set() for r in doc["runs"]}
+    for r in doc["runs"]:
+        labels[r["label"]].add(r["scenario"])
+    assert labels["aqueue:connection"] == {"enqueue_single"}, labels
+    assert labels["sql:same_row"] == {"enqueue_single", "enqueue_batch"}, labels
     assert by_scenario.get("http_enqueue") == {"aqueue"}
     assert by_scenario.get("memory") == {"aqueue"}
 
-    assert (tmp_path / "latest.md").read_text().startswith("# aqueue benchmark results")
+    report = (tmp_path / "latest.md").read_text()
+    assert report.startswith("# aqueue benchmark results")
+    assert "a bare INSERT (or COPY) of aqueue's own row" in report
     assert (tmp_path / "latest.png").stat().st_size > 0
