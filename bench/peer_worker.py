@@ -1,6 +1,6 @@
 """One worker process of a peer system, used through its public API:
 
-    python -m bench.peer_worker pgqueuer|procrastinate --database-url URL --settings JSON
+    python -m bench.peer_worker pgqueuer|procrastinate|sql --database-url URL --settings JSON
 
 SIGTERM stops it gracefully (each library's own shutdown path), then it exits 0."""
 
@@ -48,14 +48,60 @@ async def run_procrastinate(url: str, settings: dict[str, Any]) -> None:
         await app.run_worker_async(**settings)
 
 
+# The database's own pickup: a notification on one connection, then one bare claim (the
+# drain ceiling's pick, as aqueue's first claim: no wait for its WAL flush) on another.
+SQL_CLAIM = """\
+UPDATE jobs SET status = 'RUNNING', attempts = attempts + 1, started_at = clock_timestamp()
+WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default'
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
+RETURNING id, payload"""
+SQL_COMPLETE = """\
+UPDATE jobs SET status = 'COMPLETED', finished_at = clock_timestamp()
+WHERE id = ANY($1::bigint[]) AND status = 'RUNNING'"""
+
+
+async def run_sql(url: str, settings: dict[str, Any]) -> None:
+    """Not a queue: LISTEN, and on each notification claim until nothing is left, recording
+    each job as it is claimed (no task, no handler: what is left is the database's)."""
+    import asyncpg
+
+    listener = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
+    complete = await asyncpg.connect(url)
+    wake = asyncio.Event()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await listener.add_listener(settings["channel"], lambda *_: wake.set())
+    stopping = asyncio.ensure_future(stop.wait())
+    wake.set()  # what was enqueued before the LISTEN; after it, notifications (or a poll)
+    try:
+        while not stop.is_set():
+            woken = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({woken, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            wake.clear()
+            while rows := await conn.fetch(SQL_CLAIM, settings["batch"]):
+                for row in rows:
+                    record(json.loads(row["payload"]))
+                await complete.execute(SQL_COMPLETE, [row["id"] for row in rows])
+    finally:
+        stopping.cancel()
+        for c in (listener, conn, complete):
+            await c.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("system", choices=["pgqueuer", "procrastinate"])
+    parser.add_argument("system", choices=["pgqueuer", "procrastinate", "sql"])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--settings", default="{}")
     args = parser.parse_args()
     settings = json.loads(args.settings)
-    runner = run_pgqueuer if args.system == "pgqueuer" else run_procrastinate
+    runner = {"pgqueuer": run_pgqueuer, "procrastinate": run_procrastinate, "sql": run_sql}[
+        args.system
+    ]
     asyncio.run(runner(args.database_url, settings))
 
 

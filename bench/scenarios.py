@@ -116,7 +116,7 @@ SCENARIOS: dict[str, Scenario] = {
              Metric("p99_ms", "ms", False),
              Metric("committed_p50_ms", "ms after the enqueue returned", False),
              Metric("committed_p99_ms", "ms after the enqueue returned", False)),
-            QUEUES, concurrency=10,
+            (*QUEUES, "sql"), concurrency=10,
         ),
         Scenario(
             "load_latency", "latency under load: arrivals at half the system's drain rate",
@@ -394,7 +394,7 @@ class Runner:
 
     async def run(self, scenario: Scenario, system: System, url: str, rep: int) -> Result:
         result = Result(scenario.name, system.label, system.system, system.variant, rep)
-        result.settings = system.worker_settings(scenario.concurrency)
+        result.settings = system.settings_for(scenario.name, scenario.concurrency)
         if scenario.processes > 1:
             result.settings["processes"] = scenario.processes
         started = time.monotonic()

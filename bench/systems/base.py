@@ -52,6 +52,10 @@ class System:
         """The settings a worker process runs with, as written into the results."""
         raise NotImplementedError
 
+    def settings_for(self, scenario: str, concurrency: int) -> dict[str, Any]:
+        """The settings it runs a scenario with, as written into the results."""
+        return self.worker_settings(concurrency)
+
     def honours_concurrency(self) -> bool:
         """False when the variant's settings fix the concurrency (the tuned peers)."""
         return True

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.systems.base import System
+from bench.systems.base import System, python_module_command
 
 BATCH = 100
 
@@ -47,6 +47,12 @@ SELECT coalesce('{{' || string_agg(id::text, ',') || '}}', '{{}}') AS ids FROM u
 UPDATE jobs SET status = 'COMPLETED', finished_at = clock_timestamp() \
 WHERE id = ANY (:ids::bigint[]) AND status = 'RUNNING';
 """
+
+
+CHANNEL = "bench_jobs"
+INSERT = "INSERT INTO jobs (type, payload) VALUES ($1, $2)"
+# for the pickup runs: the NOTIFY in the insert's own statement, as aqueue sends it
+INSERT_NOTIFY = f"{INSERT} RETURNING pg_notify('{CHANNEL}', '')"
 
 
 def find_pgbench() -> str:
@@ -84,6 +90,7 @@ class SqlSystem(System):
 
     def __init__(self) -> None:
         self._conn: asyncpg.Connection | None = None
+        self._notify = False  # the latency runs wake its listener; the enqueue ceilings don't
 
     async def open(self, url: str) -> None:
         self._conn = await asyncpg.connect(url)
@@ -96,8 +103,48 @@ class SqlSystem(System):
     async def enqueue_one(self, payload: dict[str, Any]) -> None:
         assert self._conn is not None
         await self._conn.execute(
-            "INSERT INTO jobs (type, payload) VALUES ($1, $2)", "bench.noop", json.dumps(payload)
+            INSERT_NOTIFY if self._notify else INSERT, "bench.noop", json.dumps(payload)
         )
+
+    async def produce(self, kind: str, **params: Any) -> dict[str, Any]:
+        self._notify = kind in ("warm_up", "pickup")
+        return await super().produce(kind, **params)
+
+    def settings_for(self, scenario: str, concurrency: int) -> dict[str, Any]:
+        if scenario == "pickup_latency":
+            return {
+                "tool": "LISTEN on one connection; on each notification one bare SKIP LOCKED "
+                "claim (no WAL flush wait, as aqueue's first claims) on another, recorded as "
+                "it returns",
+                "batch": concurrency,
+            }
+        return self.worker_settings(concurrency)
+
+    def worker_command(self, url: str, concurrency: int) -> list[str]:
+        settings = json.dumps({"channel": CHANNEL, "batch": concurrency})
+        return python_module_command(
+            "bench.peer_worker", "sql", "--database-url", url, "--settings", settings
+        )
+
+    async def completed(self, conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'"))
+
+    async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
+        row = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                      count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
+                      count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
+                      extract(epoch FROM min(started_at)) AS first_claim,
+                      extract(epoch FROM max(finished_at)) AS last_completion
+               FROM jobs"""
+        )
+        return {
+            "completed": row["completed"],
+            "completed_once": row["once"],
+            "not_completed": row["not_completed"],
+            "first_claim": float(row["first_claim"] or 0),
+            "last_completion": float(row["last_completion"] or 0),
+        }
 
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         assert self._conn is not None
