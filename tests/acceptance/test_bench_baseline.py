@@ -62,9 +62,12 @@ def test_baseline_runs_beside_aqueue_and_loads_only_the_revision(pg_url: str, tm
     ]
     assert not invalid, invalid
     assert doc["valid"] is True and proc.returncode == 0, output
-    assert doc["labels"] == ["aqueue", label]
+    # aqueue's one-connection variant runs beside it on the enqueue scenario, from the
+    # working tree; the baseline is the revision alone
+    assert doc["labels"] == ["aqueue", label, "aqueue:connection"]
     ran = {(r["label"], r["scenario"]) for r in doc["runs"]}
-    assert ran == {(x, s) for x in ("aqueue", label) for s in scenarios}, ran
+    expected = {(x, s) for x in ("aqueue", label) for s in scenarios}
+    assert ran == expected | {("aqueue:connection", "enqueue_single")}, ran
     for r in doc["runs"]:
         assert all(v is not None and v > 0 for v in r["metrics"].values()), r
 
@@ -73,7 +76,7 @@ def test_baseline_runs_beside_aqueue_and_loads_only_the_revision(pg_url: str, tm
     assert doc["meta"]["aqueue_from"] == str(ROOT / "aqueue")
     for r in doc["runs"]:
         code = r["details"].get("code")
-        if r["label"] == "aqueue":
+        if r["label"] != label:
             assert code is None, r
             continue
         # exported under this run's TMPDIR, not the working tree (nor its editable install)
@@ -87,7 +90,7 @@ def test_baseline_runs_beside_aqueue_and_loads_only_the_revision(pg_url: str, tm
     for row in doc["summary"]:
         assert row["ratio_aqueue_over"].get(label), row
     table = (out / "latest.md").read_text()
-    assert f"| aqueue | {label} | aqueue/{label} |" in table
+    assert f"| aqueue | {label} | aqueue:connection | aqueue/{label} |" in table
     assert sha in table
     # the exported revision, its logs and record files went with the run
     assert list(tmp.iterdir()) == []
