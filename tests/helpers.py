@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,29 @@ class ServeProcess:
         for reader in (self._reader, self._out_reader):
             if reader is not None:
                 reader.cancel()
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    url: str
+    process: ServeProcess
+
+
+@contextlib.asynccontextmanager
+async def api_server(
+    db_url: str, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ApiServer]:
+    """`aqueue serve --roles api` on a free port for the length of the block (`args`: more
+    flags). Leaving the block stops it with SIGTERM, which it must answer with exit 0."""
+    port = free_port()
+    process = await ServeProcess(
+        "--roles", "api", "--database-url", db_url, "--port", str(port), *args, env=env
+    ).start(marker="api listening")  # fmt: skip
+    try:
+        yield ApiServer(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.signal(signal.SIGTERM)
+        assert await process.wait() == 0, "\n".join(process.lines[-30:])
 
 
 def as_role(url: str, role: str, password: str) -> str:

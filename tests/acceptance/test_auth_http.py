@@ -6,14 +6,13 @@ server that listens beyond loopback with authentication off."""
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from tests.acceptance.test_cli import one_line_error, run_cli
-from tests.helpers import ServeProcess, free_port, subprocess_env
+from tests.helpers import api_server, subprocess_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,15 +34,8 @@ def bearer(secret: str) -> dict[str, str]:
 
 @pytest.fixture
 async def api(db_url: str) -> AsyncIterator[str]:
-    port = free_port()
-    process = await ServeProcess(
-        "--database-url", db_url, "--port", str(port), "--roles", "api", "--auth", "on"
-    ).start(marker="api listening")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait() == 0, "\n".join(process.lines[-30:])
+    async with api_server(db_url, "--auth", "on") as server:
+        yield server.url
 
 
 async def test_no_token_401_wrong_scope_403_right_scope_2xx_revoked_401(db_url, api):
@@ -119,22 +111,17 @@ def test_a_token_name_is_taken_for_good(db_url):
 
 
 async def test_the_shared_api_token_from_the_environment(db_url):
-    port = free_port()
     shared = "shared-token-for-the-test-0123456789"
     env = subprocess_env(AQUEUE_API_TOKEN=shared)
-    process = await ServeProcess(
-        "--database-url", db_url, "--port", str(port), "--roles", "api", env=env
-    ).start(marker="api listening")
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            assert (await http.get("/jobs")).status_code == 401
-            ok = await http.post("/jobs", json=JOB, headers=bearer(shared))
-            assert ok.status_code == 201
-            assert (await http.get("/jobs", headers=bearer(shared + "x"))).status_code == 401
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait() == 0
-    assert not any(shared in line for line in process.lines)
+    async with (
+        api_server(db_url, env=env) as server,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        assert (await http.get("/jobs")).status_code == 401
+        ok = await http.post("/jobs", json=JOB, headers=bearer(shared))
+        assert ok.status_code == 201
+        assert (await http.get("/jobs", headers=bearer(shared + "x"))).status_code == 401
+    assert not any(shared in line for line in server.process.lines)
 
 
 @pytest.mark.parametrize(
@@ -152,32 +139,12 @@ def test_bad_auth_settings_are_one_line_and_exit_2(flags, message):
 
 
 async def test_a_server_beyond_loopback_with_auth_off_warns(db_url):
-    port = free_port()
-    process = await ServeProcess(
-        "--database-url", db_url, "--host", "0.0.0.0", "--port", str(port), "--roles", "api"
-    ).start(marker="api listening")
-    try:
-        line = await process.wait_for_line("authentication off")
+    async with api_server(db_url, "--host", "0.0.0.0") as server:
+        line = await server.process.wait_for_line("authentication off")
         assert "WARNING" in line and "--auth on" in line
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait() == 0
 
 
 async def test_a_server_beyond_loopback_with_auth_on_does_not_warn(db_url):
-    port = free_port()
-    process = await ServeProcess(
-        "--database-url",
-        db_url,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(port),
-        "--roles",
-        "api",
-        "--auth",
-        "on",
-    ).start(marker="api listening")
-    process.signal(signal.SIGTERM)
-    assert await process.wait() == 0
-    assert process.count("authentication off") == 0
+    async with api_server(db_url, "--host", "0.0.0.0", "--auth", "on") as server:
+        pass
+    assert server.process.count("authentication off") == 0

@@ -5,14 +5,13 @@ refused with a 403 that carries no CORS header."""
 
 from __future__ import annotations
 
-import signal
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.helpers import ServeProcess, free_port
+from tests.helpers import api_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,16 +21,11 @@ EVIL = "https://evil.example"
 
 
 async def serve(db_url: str, *args: str) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    process = await ServeProcess(
-        "--roles", "api", "--database-url", db_url, "--port", str(port), *args
-    ).start(marker="api listening")  # fmt: skip
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield client
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait() == 0, "\n".join(process.lines[-30:])
+    async with (
+        api_server(db_url, *args) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        yield client
 
 
 @pytest.fixture

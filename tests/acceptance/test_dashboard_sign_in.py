@@ -4,7 +4,6 @@ the session's CSRF token, tells a token without the scope apart, and signs out."
 
 from __future__ import annotations
 
-import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from aqueue import tokens
 from tests.acceptance.test_dashboard import DESKTOP, Tab, accept, browser  # noqa: F401
-from tests.helpers import ServeProcess, free_port
+from tests.helpers import api_server
 
 try:
     from playwright.async_api import Browser, expect
@@ -40,20 +39,12 @@ async def secrets_(module_db_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def server(module_db_url: str, secrets_: dict[str, str]) -> AsyncIterator[str]:
-    port = free_port()
-    process = await ServeProcess(
-        "--database-url", module_db_url, "--port", str(port), "--roles", "api", "--auth", "on"
-    ).start(marker="api listening")
-    base = f"http://127.0.0.1:{port}"
     admin = {"Authorization": f"Bearer {secrets_['operator']}"}
-    async with httpx.AsyncClient(base_url=base, headers=admin) as http:
-        created = await http.post("/jobs", json={"type": "demo.echo", "queue": QUEUE})
-        assert created.status_code == 201, created.text
-    try:
-        yield base
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait() == 0, "\n".join(process.lines[-30:])
+    async with api_server(module_db_url, "--auth", "on") as server:
+        async with httpx.AsyncClient(base_url=server.url, headers=admin) as http:
+            created = await http.post("/jobs", json={"type": "demo.echo", "queue": QUEUE})
+            assert created.status_code == 201, created.text
+        yield server.url
 
 
 @pytest.fixture

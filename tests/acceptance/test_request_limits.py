@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from aqueue.settings import Settings
-from tests.helpers import ServeProcess, free_port
+from tests.helpers import api_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,23 +23,9 @@ assert LIMIT == 1_048_576, "the tests below are about the default: 1 MiB"
 
 @pytest.fixture(scope="module")
 async def api(module_db_url: str) -> AsyncIterator[str]:
-    port = free_port()
     # the payload limit as large as a body may be, so that the body limit is what binds
-    process = await ServeProcess(
-        "--roles",
-        "api",
-        "--database-url",
-        module_db_url,
-        "--port",
-        str(port),
-        "--max-payload-bytes",
-        str(LIMIT),
-    ).start(marker="api listening")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.signal(signal.SIGTERM)
-        assert await process.wait() == 0, "\n".join(process.lines[-30:])
+    async with api_server(module_db_url, "--max-payload-bytes", str(LIMIT)) as server:
+        yield server.url
 
 
 @pytest.fixture
