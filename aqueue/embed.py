@@ -60,7 +60,8 @@ async def worker(
     """Run a worker for `registry` until the block ends, then shut it down gracefully
     (stop claiming, let running jobs finish within the grace period, release the rest).
     `pool`: your own asyncpg pool, made with aqueue.db.create_pool (its connections need
-    aqueue's JSON codecs); else one is made and closed here. `options` are Settings
+    aqueue's JSON codecs; plan_every_execution=True, as the worker's reaper scans the jobs
+    table on it); else one is made and closed here. `options` are Settings
     fields (for example concurrency=20, lease_seconds=60). `metrics`: what the worker
     counts into (None: nothing is counted)."""
     settings = (settings or Settings()).with_overrides(roles=("worker",), **options)
@@ -75,7 +76,9 @@ async def worker(
         await conn.close()
     own_pool = pool is None
     if pool is None:
-        pool = await db.create_pool(database_url, settings.pool_min_size, settings.pool_size)
+        pool = await db.create_pool(
+            database_url, settings.pool_min_size, settings.pool_size, plan_every_execution=True
+        )
     try:
         roles = build_roles(pool, database_url, settings, tasks, metrics=metrics)
         group = RoleGroup(roles, signals=False)

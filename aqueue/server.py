@@ -146,7 +146,9 @@ async def serve(settings: Settings) -> None:
             if stop.is_set():
                 return
             await _migrate(url, settings.migration_lock_timeout_seconds)
-            pool = await db.create_pool(url, settings.pool_min_size, settings.pool_size)
+            pool = await db.create_pool(
+                url, settings.pool_min_size, settings.pool_size, plan_every_execution=True
+            )
             try:
                 if not stop.is_set():
                     await run_roles(pool, url, settings, registry, stop, sock, metrics_sock)

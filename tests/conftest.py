@@ -114,7 +114,8 @@ async def module_db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(db_url, min_size=1, max_size=10)
+    # as aqueue serve's pool, which runs most of what the tests call
+    pool = await db.create_pool(db_url, min_size=1, max_size=10, plan_every_execution=True)
     try:
         yield pool
     finally:

@@ -296,7 +296,7 @@ async def test_leases_hold_while_handlers_hold_every_pooled_connection(pool, db_
         await conn.execute("INSERT INTO effects VALUES ($1)", ctx.job_id)
         await asyncio.sleep(2.5)
 
-    reaper_pool = await create_pool(db_url, min_size=1, max_size=2)
+    reaper_pool = await create_pool(db_url, min_size=1, max_size=2, plan_every_execution=True)
     reaper = Reaper(reaper_pool, fast_settings(reaper_interval_seconds=0.1), "test")
     reaping = asyncio.create_task(reaper.run())
     try:
