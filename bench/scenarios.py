@@ -25,7 +25,7 @@ from bench.httpload import post_all
 from bench.recorder import read_records
 from bench.systems.aqueue_baseline import AqueueBaselineSystem
 from bench.systems.aqueue_system import all_jobs, has_history
-from bench.systems.base import System, worker_env
+from bench.systems.base import System, verify_jobs, worker_env
 
 
 @dataclass(frozen=True)
@@ -933,23 +933,7 @@ class Since:
         )
 
     async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        table = await all_jobs(conn)
-        row = await conn.fetchrow(
-            f"""SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
-                       count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
-                       count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
-                       extract(epoch FROM min(started_at)) AS first_claim,
-                       extract(epoch FROM max(finished_at)) AS last_completion
-                FROM {table} WHERE id >= $1""",
-            self._since,
-        )
-        return {
-            "completed": row["completed"],
-            "completed_once": row["once"],
-            "not_completed": row["not_completed"],
-            "first_claim": float(row["first_claim"] or 0),
-            "last_completion": float(row["last_completion"] or 0),
-        }
+        return await verify_jobs(conn, await all_jobs(conn), self._since)
 
 
 async def table_stats(conn: asyncpg.Connection, history: str | None, at: float) -> dict[str, Any]:

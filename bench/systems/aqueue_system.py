@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.systems.base import System
+from bench.systems.base import System, verify_jobs
 
 TASK = "bench.noop"
 
@@ -114,21 +114,7 @@ class AqueueSystem(System):
         return await conn.fetchval(f"SELECT count(*) FROM {await all_jobs(conn)}")
 
     async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        row = await conn.fetchrow(
-            f"""SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
-                       count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
-                       count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
-                       extract(epoch FROM min(started_at)) AS first_claim,
-                       extract(epoch FROM max(finished_at)) AS last_completion
-                FROM {await all_jobs(conn)}"""
-        )
-        return {
-            "completed": row["completed"],
-            "completed_once": row["once"],
-            "not_completed": row["not_completed"],
-            "first_claim": float(row["first_claim"] or 0),
-            "last_completion": float(row["last_completion"] or 0),
-        }
+        return await verify_jobs(conn, await all_jobs(conn))
 
 
 class AqueueConnectionSystem(AqueueSystem):

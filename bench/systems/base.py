@@ -127,5 +127,28 @@ class System:
         raise NotImplementedError
 
 
+async def verify_jobs(conn: asyncpg.Connection, table: str, since: Any = None) -> dict[str, Any]:
+    """The exactly-once check over a table with aqueue's job columns (status, attempts,
+    started_at, finished_at): aqueue's own, and the SQL ceiling's, which mirrors them.
+    `since`: only the jobs from that id on."""
+    where, args = ("WHERE id >= $1", (since,)) if since is not None else ("", ())
+    row = await conn.fetchrow(
+        f"""SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                   count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
+                   count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
+                   extract(epoch FROM min(started_at)) AS first_claim,
+                   extract(epoch FROM max(finished_at)) AS last_completion
+            FROM {table} {where}""",
+        *args,
+    )
+    return {
+        "completed": row["completed"],
+        "completed_once": row["once"],
+        "not_completed": row["not_completed"],
+        "first_claim": float(row["first_claim"] or 0),
+        "last_completion": float(row["last_completion"] or 0),
+    }
+
+
 def python_module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.systems.base import System, python_module_command
+from bench.systems.base import System, python_module_command, verify_jobs
 
 BATCH = 100
 
@@ -130,21 +130,7 @@ class SqlSystem(System):
         return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'"))
 
     async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        row = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
-                      count(*) FILTER (WHERE status = 'COMPLETED' AND attempts = 1) AS once,
-                      count(*) FILTER (WHERE status <> 'COMPLETED') AS not_completed,
-                      extract(epoch FROM min(started_at)) AS first_claim,
-                      extract(epoch FROM max(finished_at)) AS last_completion
-               FROM jobs"""
-        )
-        return {
-            "completed": row["completed"],
-            "completed_once": row["once"],
-            "not_completed": row["not_completed"],
-            "first_claim": float(row["first_claim"] or 0),
-            "last_completion": float(row["last_completion"] or 0),
-        }
+        return await verify_jobs(conn, "jobs")
 
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         assert self._conn is not None
