@@ -101,9 +101,19 @@ def _decode_jsonb(data: bytes) -> Any:
     return json.loads(data[1:])
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def as_stored(value: Any) -> Any:
     """The value as a json column gives it back (tuples as lists, keys as strings), for a
-    record built without reading it back."""
+    record built without reading it back. Always a new value: the caller's later changes to
+    what it passed do not show in the record."""
+    if type(value) is dict and all(
+        type(k) is str and type(v) in _JSON_SCALARS for k, v in value.items()
+    ):
+        # The usual payload, a flat object of strings and numbers, comes back as it went:
+        # a copy is a tenth of the cost of encoding and decoding it (3.5 us).
+        return dict(value)
     return json.loads(_dumps(value))
 
 

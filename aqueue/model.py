@@ -73,7 +73,10 @@ class JobSpec:
     fair_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen either, for the same reason: building a frozen Job cost 5 us of the 14 us of
+# Python in a single enqueue (1.4 us unfrozen). It is a copy of the row: changing it
+# changes nothing stored.
+@dataclass(slots=True)
 class Job:
     """A job as stored. `to_json()` is the shape the HTTP API returns."""
 
@@ -130,16 +133,16 @@ def json_fields(record: object, names: Sequence[str]) -> dict[str, Any]:
 def uuid7() -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7). New jobs get one so that the primary-key
     index grows at its right edge instead of touching random pages on every insert."""
-    return uuid7s(1)[0]
+    value = _uuid7_prefix() | int.from_bytes(os.urandom(8), "big") & _RAND_B
+    if _FastUUID is None:
+        return UUID(int=value)
+    return _FastUUID(value.to_bytes(16))
 
 
 def uuid7s(count: int) -> list[uuid.UUID]:
-    """`count` UUIDv7s of this instant, with one read of the random source. The 12 bits
-    after the milliseconds hold the sub-millisecond time (RFC 9562, method 3), so ids made
-    one after the other sort in the order they were made; ids of one batch share them."""
-    ms, sub_ms = divmod(time.time_ns(), 1_000_000)
-    prefix = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (sub_ms * 4096 // 1_000_000) << 64
-    prefix |= 0b10 << 62
+    """`count` UUIDv7s of this instant, with one read of the random source. Ids made one
+    after the other sort in the order they were made; ids of one batch share their time."""
+    prefix = _uuid7_prefix()
     random_bytes = os.urandom(8 * count)
     if _FastUUID is None:
         return [
@@ -150,6 +153,14 @@ def uuid7s(count: int) -> list[uuid.UUID]:
         _FastUUID((prefix | int.from_bytes(random_bytes[i : i + 8], "big") & _RAND_B).to_bytes(16))
         for i in range(0, 8 * count, 8)
     ]
+
+
+def _uuid7_prefix() -> int:
+    """Version, variant and the time of a UUIDv7; the 12 bits after the milliseconds hold
+    the sub-millisecond time (RFC 9562, method 3)."""
+    ms, sub_ms = divmod(time.time_ns(), 1_000_000)
+    prefix = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (sub_ms * 4096 // 1_000_000) << 64
+    return prefix | 0b10 << 62
 
 
 _RAND_B = 0x3FFF_FFFF_FFFF_FFFF

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aqueue import store
+from aqueue.db import as_stored
 from aqueue.model import (
     COMPAT_STATUS,
     FINAL_STATUSES,
@@ -124,7 +125,7 @@ def test_uuid7_made_2ms_apart_sort_in_creation_order():
 
 def test_uuid7_ids_behave_as_standard_uuids():
     # they may be asyncpg's faster UUID type: equal, hashed and printed as uuid.UUID is
-    for value in uuid7s(3):
+    for value in [uuid7(), *uuid7s(3)]:
         plain = uuid.UUID(bytes=value.bytes)
         assert isinstance(value, uuid.UUID)
         assert (value == plain, hash(value) == hash(plain), str(value)) == (True, True, str(plain))
@@ -133,6 +134,39 @@ def test_uuid7_ids_behave_as_standard_uuids():
 
 def test_uuid7_values_are_unique():
     assert len({uuid7() for _ in range(10_000)}) == 10_000
+
+
+def test_uuid7s_of_one_batch_are_version_7_unique_and_of_this_millisecond():
+    before = time.time_ns() // 1_000_000
+    batch = uuid7s(1_000)
+    assert len(set(batch)) == 1_000
+    assert {(v.version, v.variant) for v in batch} == {(7, uuid.RFC_4122)}
+    assert {v.int >> 80 for v in batch} <= set(range(before, time.time_ns() // 1_000_000 + 1))
+
+
+# --- as_stored --------------------------------------------------------------------------
+
+
+def test_a_flat_payload_is_stored_as_an_equal_copy():
+    payload = {"to": "a@example.com", "n": 1, "x": 2.5, "ok": True, "none": None}
+    stored = as_stored(payload)
+    assert stored == payload and stored is not payload
+    payload["n"] = 2
+    assert stored["n"] == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "stored"),
+    [
+        ({"list": (1, 2)}, {"list": [1, 2]}),
+        ({1: "a"}, {"1": "a"}),
+        ({"nested": {"a": [None]}}, {"nested": {"a": [None]}}),
+        ([1, "b"], [1, "b"]),
+        ("text", "text"),
+    ],
+)
+def test_a_payload_is_stored_as_json_gives_it_back(payload, stored):
+    assert as_stored(payload) == stored
 
 
 # --- parse_job_spec ---------------------------------------------------------------------
