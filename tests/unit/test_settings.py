@@ -118,6 +118,29 @@ def test_port_flag_out_of_range_is_refused_naming_it(text):
         settings_for("serve", "--port", text)
 
 
+# --- event loop -------------------------------------------------------------------------
+
+
+def test_the_event_loop_is_chosen_automatically_unless_named(monkeypatch):
+    assert settings_for("serve").event_loop == "auto"
+    assert settings_for("serve", "--loop", "AsyncIO").event_loop == "asyncio"
+    monkeypatch.setenv("AQUEUE_LOOP", "uvloop")
+    assert settings_for("migrate").event_loop == "uvloop"
+
+
+def test_an_unknown_event_loop_is_refused_naming_the_choices():
+    with pytest.raises(
+        SettingsError, match=r"^--loop must be one of auto, uvloop, asyncio, got 'tokio'"
+    ):
+        settings_for("serve", "--loop", "tokio")
+
+
+def test_asking_for_uvloop_where_it_is_not_installed_is_refused(monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(SettingsError, match="not installed"):
+        settings_for("serve", "--loop", "uvloop")
+
+
 # --- allowed hosts ----------------------------------------------------------------------
 
 
