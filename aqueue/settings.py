@@ -598,9 +598,9 @@ class Settings:
         env="AQUEUE_LOG_LEVEL",
         help="logging level",
     )
-    # The event loop the process runs on. uvloop spends a quarter less of the client's CPU
-    # per statement than asyncio's own loop, and a worker's claim, completion and handler
-    # start are mostly that (see README, Benchmark); auto takes it where it is installed.
+    # The event loop the process runs on. uvloop spends less of the client's CPU per
+    # statement than asyncio's own loop (a worker: a tenth less per job in a drain at
+    # concurrency 50; see README, Benchmarks); auto takes it where it is installed.
     event_loop: str = option(
         "auto",
         parse=parse_event_loop,
