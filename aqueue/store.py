@@ -602,11 +602,14 @@ async def settle(db: Executor, ended: Sequence[Ended]) -> None:
     watched = [e.job_id for e in ended if e.notify_finish and e.status in FINAL_STATUSES]
     if completed:
         await db.fetchval(Q["release_dependents"], sorted(completed))
-    if failed:
-        rows = await db.fetch(
-            Q["cancel_dependents"], [e.job_id for e in failed], [e.status.value for e in failed]
-        )
-        watched += [r["id"] for r in rows]
+    ids, statuses = [e.job_id for e in failed], [e.status.value for e in failed]
+    while ids:
+        rows = await db.fetch(Q["cancel_dependents"], ids, statuses)
+        watched += [r["id"] for r in rows if r["notify_finish"]]
+        # A job that began to depend on one of these while the statement ran is not in its
+        # snapshot; the next statement sees it (and finds nothing more, almost always).
+        ids = [r["id"] for r in rows]
+        statuses = [JobStatus.CANCELLED.value] * len(ids)
     if watched:
         await db.execute(Q["notify_finished"], watched)
 

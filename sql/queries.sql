@@ -983,7 +983,9 @@ SELECT count(*) FROM released WHERE (SELECT count(*) FROM woken) >= 0;
 -- name: cancel_dependents --
 -- Jobs waiting on these jobs ($1, which ended with statuses $2) are CANCELLED, naming
 -- the job they waited for; jobs waiting on those are cancelled in turn. Returns the
--- cancelled jobs that someone waits for, to notify.
+-- cancelled jobs, and whether someone waits for each (to notify). Its snapshot misses a
+-- job whose enqueue held a doomed job's lock when it began (the edge commits while
+-- `locked` waits for that lock): settle runs it again from the jobs it cancelled.
 WITH RECURSIVE ended AS (
     SELECT * FROM unnest($1::uuid[], $2::text[]) AS e(id, status)
 ), doomed(id, cause, cause_status) AS (
@@ -1013,7 +1015,7 @@ WITH RECURSIVE ended AS (
     INSERT INTO job_events (job_id, status, attempt, worker, error, queue)
     SELECT id, 'CANCELLED', attempts, NULL, last_error, queue FROM cancelled
 )
-SELECT id FROM cancelled WHERE notify_finish;
+SELECT id, notify_finish FROM cancelled;
 
 -- name: notify_finished --
 SELECT pg_notify('aqueue_finished', id::text) FROM unnest($1::uuid[]) AS id;

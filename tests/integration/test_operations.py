@@ -396,6 +396,29 @@ async def test_a_failed_parent_cancels_its_dependents_naming_it(pool, db_url):
     assert f"job {child.id}, which it depends on, ended CANCELLED" in cancelled.last_error
 
 
+async def test_a_job_that_begins_to_depend_on_a_doomed_one_meanwhile_is_cancelled_too(pool):
+    # The cancellation of a parent's dependents waits for a dependent's lock, held by the
+    # enqueue of a job that depends on that dependent: an edge its statement did not see.
+    parent = await enqueue(pool, "demo.echo", {})  # no worker runs here: it stays PENDING
+    child = await enqueue(pool, "demo.echo", {}, depends_on=[parent.id])
+    async with pool.acquire() as conn:
+        enqueuing = conn.transaction()
+        await enqueuing.start()
+        grandchild = await enqueue(conn, "demo.echo", {}, depends_on=[child.id])
+        cancelling = asyncio.create_task(store.cancel_job(pool, parent.id))
+        await wait_for(
+            lambda: pool.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+        await enqueuing.commit()
+        await cancelling
+    cancelled = await store.get_job(pool, grandchild.id)
+    assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
+    assert f"job {child.id}, which it depends on, ended CANCELLED" in (cancelled.last_error or "")
+
+
 async def test_depending_on_finished_jobs_is_decided_at_enqueue(pool, db_url):
     async with running_worker(pool, db_url):
         done = await enqueue(pool, "demo.echo", {})
