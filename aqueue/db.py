@@ -239,11 +239,15 @@ PRODUCER_SERVER_SETTINGS = {k: v for k, v in SERVER_SETTINGS.items() if k != "pl
 # plan wanted at any size: the queue's ordered walk of jobs_claimable_idx (or
 # jobs_fair_idx), primary-key probes for the rest. tests/integration/test_worker.py checks
 # each statement's plan, made on an empty table and run on a full one.
+# It also commits without waiting for the WAL flush unless a statement says otherwise: the
+# claim says so whenever it leases a job that has run before (sql/queries.sql, claim);
+# nothing else it runs writes.
 CLAIM_SERVER_SETTINGS = {
     **SERVER_SETTINGS,
     "plan_cache_mode": "force_generic_plan",
     "enable_seqscan": "off",
     "enable_bitmapscan": "off",
+    "synchronous_commit": "off",
 }
 
 

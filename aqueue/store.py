@@ -381,8 +381,12 @@ class ClaimedJob:
 async def claim(
     db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
 ) -> list[ClaimedJob]:
+    """Lease up to `limit` runnable jobs of `queue`. A first attempt's claim skips the WAL
+    flush only on a connection with synchronous_commit off (the claim loop's own, made
+    with db.CLAIM_SERVER_SETTINGS); elsewhere every claim commits durably."""
     rows = await db.fetch(Q["claim"], queue, limit, worker_id, lease_seconds)
-    return [ClaimedJob(*r) for r in rows]
+    # the last column only made the transaction durable (see the statement)
+    return [ClaimedJob(*r[:-1]) for r in rows]
 
 
 async def seconds_until_next_job(db: Executor, queue: str) -> float | None:

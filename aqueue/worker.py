@@ -336,10 +336,11 @@ class Worker:
                 sent = loop.time()
                 claim = store.claim if flow is None else flow.claim
                 jobs = await claim(conn, queue, free, self.id, settings.lease_seconds)
-                if metrics is not None:
-                    metrics.claimed(queue, jobs, loop.time() - sent)
+                claimed = loop.time()
                 for job in jobs:
                     self._start(job, sent)
+                if metrics is not None:  # counted once the handlers are on their way
+                    metrics.claimed(queue, jobs, claimed - sent)
                 if jobs:
                     await asyncio.sleep(0)  # let the new handlers start before the next query
                 if len(jobs) == free:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from aqueue import JobStatus, Registry, enqueue, store
-from aqueue.db import create_pool
+from aqueue.db import CLAIM_SERVER_SETTINGS, connect, create_pool
 from aqueue.model import backoff_seconds
 from aqueue.reaper import Reaper
 from aqueue.registry import JobContext
@@ -155,16 +155,39 @@ async def _claim_loop_asleep(pool: asyncpg.Pool) -> bool:
     )
 
 
-async def test_a_first_claim_commits_asynchronously_and_a_retry_claim_durably(pool):
+async def test_a_first_claim_commits_asynchronously_and_a_retry_claim_durably(pool, db_url):
     first = await enqueue(pool, "demo.echo", {}, queue="first")
     again = await enqueue(pool, "demo.echo", {}, queue="again")
     await pool.execute("UPDATE jobs SET attempts = 1, status = 'RETRY' WHERE id = $1", again.id)
-    async with pool.acquire() as conn:
+    conn = await connect(db_url, server_settings=CLAIM_SERVER_SETTINGS)  # the claim loop's
+    try:
         for queue, expected in (("first", "off"), ("again", "on")):
             async with conn.transaction():
                 [claimed] = await store.claim(conn, queue, 1, "worker-a", 30)
                 assert await conn.fetchval("SHOW synchronous_commit") == expected, queue
+    finally:
+        await conn.close()
     assert claimed.id == again.id and first.id != again.id
+
+
+async def test_a_retry_claims_durability_ends_with_its_statement(pool, db_url):
+    again = await enqueue(pool, "demo.echo", {}, queue="again")
+    await pool.execute("UPDATE jobs SET attempts = 1, status = 'RETRY' WHERE id = $1", again.id)
+    conn = await connect(db_url, server_settings=CLAIM_SERVER_SETTINGS)
+    try:
+        [claimed] = await store.claim(conn, "again", 1, "worker-a", 30)
+        # the next claim, a first attempt's, skips the flush again
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    finally:
+        await conn.close()
+    assert claimed.id == again.id and claimed.attempt == 2
+
+
+async def test_a_claim_on_any_other_connection_commits_durably(pool):
+    await enqueue(pool, "demo.echo", {})
+    async with pool.acquire() as conn, conn.transaction():
+        assert len(await store.claim(conn, "default", 1, "worker-a", 30)) == 1
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
 
 
 # --- handlers and cancellation ------------------------------------------------------------

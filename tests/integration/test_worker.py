@@ -218,14 +218,6 @@ async def test_handler_writes_roll_back_when_the_lease_was_lost(pool, db_url):
     assert await status_of(pool, job.id) is JobStatus.RUNNING  # the new owner's to finish
 
 
-async def test_a_claim_commits_asynchronously_without_touching_the_next_statement(pool):
-    await enqueue(pool, "demo.echo", {})
-    async with pool.acquire() as conn:
-        assert len(await store.claim(conn, "default", 1, "worker-a", 30)) == 1
-        # The claim's own transaction skipped the WAL flush; nothing after it may.
-        assert await conn.fetchval("SHOW synchronous_commit") == "on"
-
-
 async def test_heartbeats_keep_a_long_job_leased(pool, db_url):
     async with running_worker(pool, db_url, lease_seconds=0.6):
         job = await enqueue(pool, "demo.sleep", {"seconds": 1.5})
