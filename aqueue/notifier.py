@@ -51,7 +51,7 @@ class Notifier:
         self._url = url
         self._metrics = metrics
         self._wakers: dict[str, asyncio.Event] = {}
-        self._listeners: dict[Topic, list[Listener]] = {topic: [] for topic in Topic}
+        self._listeners: dict[str, list[Listener]] = {topic: [] for topic in Topic}
         self._reconnect_listeners: list[Callable[[], None]] = []
         # job id -> the events of everyone waiting for that job to finish
         self._finish_waiters: dict[str, set[asyncio.Event]] = {}
@@ -119,7 +119,9 @@ class Notifier:
             listener()
 
     def _on_notification(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
-        for listener in self._listeners[Topic(channel)]:
+        # a Topic is a str and hashes as one: no Topic(channel) call (an Enum lookup in
+        # Python) on the way from a notification to the claim it starts
+        for listener in self._listeners.get(channel, ()):
             try:
                 listener(str(payload))
             except Exception:
