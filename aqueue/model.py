@@ -143,16 +143,19 @@ def uuid7s(count: int) -> list[uuid.UUID]:
     """`count` UUIDv7s of this instant, with one read of the random source. Ids made one
     after the other sort in the order they were made; ids of one batch share their time."""
     prefix = _uuid7_prefix()
-    random_bytes = os.urandom(8 * count)
     if _FastUUID is None:
+        random_bytes = os.urandom(8 * count)
         return [
             UUID(int=prefix | int.from_bytes(random_bytes[i : i + 8], "big") & _RAND_B)
             for i in range(0, 8 * count, 8)
         ]
-    return [
-        _FastUUID((prefix | int.from_bytes(random_bytes[i : i + 8], "big") & _RAND_B).to_bytes(16))
-        for i in range(0, 8 * count, 8)
-    ]
+    # Bytes, not ints: the variant bits of every id set by one translate() of the random
+    # bytes, each id its shared first half plus eight of them (0.30 against 0.55 ms for a
+    # thousand ids, built per id from an int).
+    head = (prefix >> 64).to_bytes(8)
+    tails = bytearray(os.urandom(8 * count))
+    tails[0::8] = tails[0::8].translate(_VARIANT_BYTE)
+    return [_FastUUID(head + tails[i : i + 8]) for i in range(0, 8 * count, 8)]
 
 
 def _uuid7_prefix() -> int:
@@ -164,6 +167,8 @@ def _uuid7_prefix() -> int:
 
 
 _RAND_B = 0x3FFF_FFFF_FFFF_FFFF
+# a byte with its two top bits set to the RFC variant, 10
+_VARIANT_BYTE = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 # asyncpg's UUID, the type it returns for every uuid column: a uuid.UUID subclass written
 # in C that is built from its 16 bytes in 0.2 us, against 1.5 us for uuid.UUID(int=...),
@@ -349,6 +354,22 @@ def check_specs(specs: Sequence[JobSpec]) -> Sequence[JobSpec]:
     for name in {s.queue for s in specs}:
         check_name("queue", name)
     for spec in specs:
+        # the common job (default-ish priority and attempts, none of the optional fields)
+        # in one expression: the full check's calls were a quarter of a batch's Python
+        priority, attempts = spec.priority, spec.max_attempts
+        if (
+            type(priority) is int
+            and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+            and type(attempts) is int
+            and 1 <= attempts <= MAX_ATTEMPTS_LIMIT
+            and spec.run_after is None
+            and spec.idempotency_key is None
+            and spec.timeout_seconds is None
+            and spec.concurrency_key is None
+            and spec.fair_key is None
+            and not spec.depends_on
+        ):
+            continue
         _check_spec_values(spec)
     return specs
 

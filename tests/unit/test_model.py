@@ -17,7 +17,9 @@ from aqueue.db import as_stored
 from aqueue.model import (
     COMPAT_STATUS,
     FINAL_STATUSES,
+    MAX_ATTEMPTS_LIMIT,
     MAX_IDEMPOTENCY_KEY,
+    MAX_PRIORITY,
     TRANSITIONS,
     Job,
     JobSpec,
@@ -27,6 +29,7 @@ from aqueue.model import (
     check_name,
     check_result,
     check_spec,
+    check_specs,
     failed_attempts,
     parse_job_id,
     parse_job_spec,
@@ -98,6 +101,38 @@ def test_backoff_jitter_spreads_delays():
     assert len(delays) == 50
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("priority", True),
+        ("priority", 1.0),
+        ("priority", MAX_PRIORITY + 1),
+        ("priority", -MAX_PRIORITY - 1),
+        ("max_attempts", 0),
+        ("max_attempts", MAX_ATTEMPTS_LIMIT + 1),
+        ("run_after", datetime(2030, 1, 1)),
+        ("idempotency_key", ""),
+        ("timeout_seconds", 0),
+        ("concurrency_key", ""),
+        ("fair_key", ""),
+        ("depends_on", ["not-a-uuid"]),
+    ],
+)
+def test_a_batch_refuses_one_bad_job_among_good_ones(field, value):
+    specs = [JobSpec(type="a"), JobSpec(type="a", **{field: value}), JobSpec(type="a")]
+    with pytest.raises(ValidationError):
+        check_specs(specs)
+
+
+def test_a_batch_takes_jobs_at_the_edges_of_every_range():
+    specs = [
+        JobSpec(type="a", priority=MAX_PRIORITY, max_attempts=1),
+        JobSpec(type="a", priority=-MAX_PRIORITY, max_attempts=MAX_ATTEMPTS_LIMIT),
+        JobSpec(type="a", timeout_seconds=0.5, idempotency_key="k", fair_key="f"),
+    ]
+    assert check_specs(specs) == specs
+
+
 # --- uuid7 ------------------------------------------------------------------------------
 
 
@@ -142,6 +177,15 @@ def test_uuid7s_of_one_batch_are_version_7_unique_and_of_this_millisecond():
     assert len(set(batch)) == 1_000
     assert {(v.version, v.variant) for v in batch} == {(7, uuid.RFC_4122)}
     assert {v.int >> 80 for v in batch} <= set(range(before, time.time_ns() // 1_000_000 + 1))
+
+
+def test_uuid7s_of_one_batch_differ_in_every_one_of_their_62_random_bits():
+    ones = zeros = 0
+    for value in uuid7s(1_000):
+        ones |= value.int
+        zeros |= ~value.int
+    tail = (1 << 62) - 1
+    assert ones & tail == tail and zeros & tail == tail
 
 
 # --- as_stored --------------------------------------------------------------------------
