@@ -13,10 +13,11 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import report
@@ -192,7 +193,7 @@ async def run(args: argparse.Namespace) -> int:
         runner = Runner(sizes, tmp_root)
         for rep in range(1, repeat + 1):
             for scenario in scenarios:
-                for system in systems:
+                for system in in_turn(systems, rep):
                     if not applies(scenario, system):
                         continue
                     name = safe_name("bench", run_id, system.label, f"r{rep}", scenario.name)
@@ -225,6 +226,20 @@ async def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {args.out}/latest.json, latest.md, latest.png", flush=True)
     print(report.markdown(doc), flush=True)
     return 0 if doc.get("valid") else 1
+
+
+T = TypeVar("T")
+
+
+def in_turn(systems: Sequence[T], rep: int) -> list[T]:
+    """The systems in the order repetition `rep` (from 1) runs them: each round starts one
+    further along, so that over as many rounds as systems each goes first once. The first
+    of a scenario runs right after the last of the one before (a drain's cleanup, its
+    checkpoint): in a fixed order one system always took that seat."""
+    if not systems:
+        return []
+    k = (rep - 1) % len(systems)
+    return [*systems[k:], *systems[:k]]
 
 
 def add_baseline(systems: list[System], baseline: Baseline) -> None:

@@ -1,10 +1,12 @@
-"""The benchmark harness's worker processes: stopping one that is still starting."""
+"""The benchmark harness: its worker processes (stopping one that is still starting) and
+the order its rounds run the systems in."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from bench.cli import in_turn
 from bench.scenarios import Workers
 
 # A worker that, like any Python worker, spends a while starting (imports, connecting)
@@ -28,3 +30,13 @@ async def test_a_worker_stopped_while_starting_up_still_stops_gracefully(tmp_pat
         workers.kill()
     assert workers.errors == []
     assert workers.procs[0].returncode == 0
+
+
+def test_each_system_goes_first_in_one_round_of_as_many_and_the_cycle_is_kept():
+    systems = ["aqueue", "aqueue@base", "pgqueuer", "sql"]
+    rounds = [in_turn(systems, rep) for rep in range(1, 5)]
+    assert [r[0] for r in rounds] == systems
+    for r in rounds:
+        k = systems.index(r[0])
+        assert r == systems[k:] + systems[:k]
+    assert in_turn(systems, 5) == systems and in_turn([], 3) == []
