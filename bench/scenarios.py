@@ -47,7 +47,9 @@ class Sizes:
 
 FULL = Sizes(
     enqueue_single=5_000,
-    enqueue_batch=50_000,
+    # 200,000: 50,000 lasted ~1 s for aqueue, and one checkpoint or vacuum in that second
+    # moved a repetition by a fifth (aqueue/pgqueuer read 1.61-2.04x across repetitions)
+    enqueue_batch=200_000,
     # 20,000 by default: on a 100,000-job backlog pgqueuer at concurrency 10 slows to
     # ~170 jobs/s (a run would take ten minutes) and the plain-SQL cycle, whose completed
     # rows stay in its partial index until a vacuum, to ~3,500; --drain-jobs 100000 for
