@@ -16,7 +16,7 @@ import pytest
 from aqueue.api.openapi import openapi_document
 from aqueue.model import NAME_RE, ValidationError, check_name
 from aqueue.settings import Settings
-from tests.helpers import running_worker
+from tests.helpers import running_worker, wait_for
 from tests.integration.test_api import api_client
 
 DOCUMENT = openapi_document()
@@ -237,7 +237,14 @@ async def test_the_queues_and_workers_lists_answer_as_documented(client, pool, d
     await client.put("/queues/default/limits", json={"rate_limit": "20/s", "key_limits": {"k": 2}})
     async with running_worker(pool, db_url):
         queues = await client.get("/queues")
-        workers = await client.get("/workers")
+
+        async def listed() -> httpx.Response | None:
+            # running_worker returns once its notifier listens; the worker's own row is
+            # written by its first heartbeat, a moment later
+            response = await client.get("/workers")
+            return response if response.json()["workers"] else None
+
+        workers = await wait_for(listed)
     assert queues.json()["queues"] and workers.json()["workers"]
     assert_documented(queues, "GET", "/queues")
     assert_documented(workers, "GET", "/workers")
