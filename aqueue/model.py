@@ -354,27 +354,27 @@ def check_specs(specs: Sequence[JobSpec]) -> Sequence[JobSpec]:
     for name in {s.queue for s in specs}:
         check_name("queue", name)
     for spec in specs:
-        # the common job (default-ish priority and attempts, none of the optional fields)
-        # in one expression: the full check's calls were a quarter of a batch's Python
-        priority, attempts = spec.priority, spec.max_attempts
-        if (
-            type(priority) is int
-            and -MAX_PRIORITY <= priority <= MAX_PRIORITY
-            and type(attempts) is int
-            and 1 <= attempts <= MAX_ATTEMPTS_LIMIT
-            and spec.run_after is None
-            and spec.idempotency_key is None
-            and spec.timeout_seconds is None
-            and spec.concurrency_key is None
-            and spec.fair_key is None
-            and not spec.depends_on
-        ):
-            continue
         _check_spec_values(spec)
     return specs
 
 
 def _check_spec_values(spec: JobSpec) -> JobSpec:
+    # the common job (default-ish priority and attempts, none of the optional fields)
+    # in one expression: the full check's calls were a quarter of a batch's Python
+    priority, attempts = spec.priority, spec.max_attempts
+    if (
+        type(priority) is int
+        and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        and type(attempts) is int
+        and 1 <= attempts <= MAX_ATTEMPTS_LIMIT
+        and spec.run_after is None
+        and spec.idempotency_key is None
+        and spec.timeout_seconds is None
+        and spec.concurrency_key is None
+        and spec.fair_key is None
+        and not spec.depends_on
+    ):
+        return spec
     _check_int("priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
     _check_int("max_attempts", spec.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
     if spec.run_after is not None:
