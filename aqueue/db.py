@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from aqueue.pool import Pool
 from aqueue.settings import Settings
 
 log = logging.getLogger("aqueue.db")
@@ -268,20 +269,35 @@ def _not_a_floor_retry(record: logging.LogRecord) -> bool:
 
 async def create_pool(
     url: str, min_size: int = 2, max_size: int = 10, *, plan_every_execution: bool = False
-) -> asyncpg.Pool:
+) -> Pool:
     """A pool with aqueue's JSON codecs, for enqueueing and the control functions.
     `plan_every_execution`: as aqueue serve's own pool, whose statements scan the jobs table
     (see SERVER_SETTINGS); a pool that enqueues is quicker without (PRODUCER_SERVER_SETTINGS)."""
     logging.getLogger("asyncpg.pool").addFilter(_not_a_floor_retry)
-    pool = await asyncpg.create_pool(
+    settings = SERVER_SETTINGS if plan_every_execution else PRODUCER_SERVER_SETTINGS
+    # asyncpg.create_pool's own defaults, spelled out: the subclass is built as it builds
+    # its pool (without init_size and connect, which asyncpg 0.29 does not know).
+    pool = Pool(
         url,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        setup=None,
         init=init_connection,
         reset=_keep_session,
-        server_settings=SERVER_SETTINGS if plan_every_execution else PRODUCER_SERVER_SETTINGS,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        server_settings=dict(settings),
+        open_direct=functools.partial(connect, url, server_settings=settings),
     )
-    assert pool is not None
+    await pool
+    try:
+        await pool.open_direct()
+    except BaseException:
+        await pool.close()
+        raise
     return pool
 
 

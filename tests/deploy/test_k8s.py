@@ -264,10 +264,11 @@ def test_hpas_scale_their_deployment_on_cpu_from_its_replicas(hpa, path):
 
 
 def _connections(settings: Settings) -> int:
-    """The database connections one `aqueue serve` process holds at most: its pool, the
-    LISTEN connection of api, worker and scheduler, and a worker's own connections (a
-    claim loop per queue, the completer, the heartbeat: db.OwnConnection)."""
-    count = settings.pool_size + 1
+    """The database connections one `aqueue serve` process holds at most: its pool and the
+    pool's direct connection (aqueue.pool), the LISTEN connection of api, worker and
+    scheduler, and a worker's own connections (a claim loop per queue, the completer, the
+    heartbeat: db.OwnConnection)."""
+    count = settings.pool_size + 2
     if "worker" in settings.roles:
         count += len(settings.queues) + 2
     return count
