@@ -13,17 +13,16 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import report
 from bench.baseline import Baseline, export, resolve
 from bench.dbutil import Databases, safe_name
-from bench.scenarios import FULL, QUICK, SCENARIOS, Result, Runner, applies
+from bench.scenarios import FULL, QUICK, SCENARIOS, Result, Runner, Scenario, applies, in_turn
 from bench.systems import make_systems
 from bench.systems.base import System
 
@@ -173,7 +172,8 @@ async def run(args: argparse.Namespace) -> int:
             "versions": {d: version(d) for d in ("aqueue", "pgqueuer", "procrastinate",
                                                   "asyncpg", "psycopg")},
             "sizes": dataclasses.asdict(sizes),
-            "order": "for rep: for scenario: for system (systems interleaved)",
+            "order": "for rep: for scenario: for system, each rep starting one system further "
+                     "along; enqueue scenarios in turns of a tenth of the jobs per system",
             "command": " ".join(["python -m bench", *sys.argv[1:]]),
             "aqueue_from": aqueue_dir(),
         }  # fmt: skip
@@ -191,27 +191,44 @@ async def run(args: argparse.Namespace) -> int:
             templates[system.schema] = name
 
         runner = Runner(sizes, tmp_root)
+
+        def record(rep: int, scenario: Scenario, result: Result) -> None:
+            nonlocal doc
+            results.append(result)
+            shown = ", ".join(f"{k}={v:,.1f}" for k, v in result.metrics.items() if v is not None)
+            status = "ok" if result.valid else "INVALID: " + "; ".join(result.errors)
+            print(
+                f"[rep {rep}/{repeat} {time.monotonic() - t_start:6.1f}s] "
+                f"{scenario.name:15s} {result.label:20s} {shown}  ({status})",
+                flush=True,
+            )
+            doc = build_doc(meta, labels, systems, scenarios, results)
+            report.write(doc, args.out)
+
         for rep in range(1, repeat + 1):
             for scenario in scenarios:
-                for system in in_turn(systems, rep):
-                    if not applies(scenario, system):
-                        continue
-                    name = safe_name("bench", run_id, system.label, f"r{rep}", scenario.name)
+                runs = [s for s in in_turn(systems, rep) if applies(scenario, s)]
+                names = [
+                    safe_name("bench", run_id, s.label, f"r{rep}", scenario.name) for s in runs
+                ]
+                if scenario.interleaved:
+                    urls = [
+                        await dbs.create(name, template=templates[system.schema])
+                        for system, name in zip(runs, names, strict=True)
+                    ]
+                    done = await runner.interleaved(
+                        scenario, list(zip(runs, urls, strict=True)), rep
+                    )
+                    for name in names:
+                        await dbs.drop(name)
+                    for result in done:
+                        record(rep, scenario, result)
+                    continue
+                for system, name in zip(runs, names, strict=True):
                     db_url = await dbs.create(name, template=templates[system.schema])
                     result = await runner.run(scenario, system, db_url, rep)
                     await dbs.drop(name)
-                    results.append(result)
-                    shown = ", ".join(
-                        f"{k}={v:,.1f}" for k, v in result.metrics.items() if v is not None
-                    )
-                    status = "ok" if result.valid else "INVALID: " + "; ".join(result.errors)
-                    print(
-                        f"[rep {rep}/{repeat} {time.monotonic() - t_start:6.1f}s] "
-                        f"{scenario.name:15s} {system.label:20s} {shown}  ({status})",
-                        flush=True,
-                    )
-                    doc = build_doc(meta, labels, systems, scenarios, results)
-                    report.write(doc, args.out)
+                    record(rep, scenario, result)
         meta["finished"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
         doc = build_doc(meta, labels, systems, scenarios, results)
@@ -226,20 +243,6 @@ async def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {args.out}/latest.json, latest.md, latest.png", flush=True)
     print(report.markdown(doc), flush=True)
     return 0 if doc.get("valid") else 1
-
-
-T = TypeVar("T")
-
-
-def in_turn(systems: Sequence[T], rep: int) -> list[T]:
-    """The systems in the order repetition `rep` (from 1) runs them: each round starts one
-    further along, so that over as many rounds as systems each goes first once. The first
-    of a scenario runs right after the last of the one before (a drain's cleanup, its
-    checkpoint): in a fixed order one system always took that seat."""
-    if not systems:
-        return []
-    k = (rep - 1) % len(systems)
-    return [*systems[k:], *systems[:k]]
 
 
 def add_baseline(systems: list[System], baseline: Baseline) -> None:

@@ -18,17 +18,19 @@ class Producer(Protocol):
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None: ...
 
 
-async def enqueue_single(q: Producer, n: int) -> dict[str, Any]:
+async def enqueue_single(q: Producer, n: int, first: int = 0) -> dict[str, Any]:
+    """``n`` jobs numbered from ``first`` (a slice of an interleaved run starts further on)."""
     t0 = time.perf_counter()
-    for i in range(n):
+    for i in range(first, first + n):
         await q.enqueue_one({"i": i, "t": 0})
     return {"seconds": time.perf_counter() - t0}
 
 
-async def enqueue_batch(q: Producer, n: int, batch: int) -> dict[str, Any]:
+async def enqueue_batch(q: Producer, n: int, batch: int, first: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        await q.enqueue_many([{"i": i, "t": 0} for i in range(start, min(n, start + batch))])
+    end = first + n
+    for start in range(first, end, batch):
+        await q.enqueue_many([{"i": i, "t": 0} for i in range(start, min(end, start + batch))])
     return {"seconds": time.perf_counter() - t0}
 
 

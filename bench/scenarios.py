@@ -15,8 +15,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -40,6 +41,8 @@ class Sizes:
     history_jobs: int
     steady_seconds: float
     batch: int = 1000
+    # the enqueue scenarios' turns: each system enqueues a tenth of its jobs, then the next
+    enqueue_slices: int = 10
     pickup_rate: float = 50.0
     http_inflight: int = 32
     timeout_s: float = 600.0
@@ -72,6 +75,7 @@ QUICK = Sizes(
     memory_jobs=3_000,
     history_jobs=20_000,
     steady_seconds=10.0,
+    enqueue_slices=2,
     timeout_s=40.0,
 )
 
@@ -94,6 +98,8 @@ class Scenario:
     tuned: bool = True  # do the tuned peer variants run it
     sql_connections: int = 0  # the plain-SQL ceiling it is compared with (0: none)
     opt_in: bool = False  # runs only when named in --scenarios (too long for every run)
+    # every system's producer open at once, the jobs enqueued in turns (Runner.interleaved)
+    interleaved: bool = False
 
 
 JOBS_S = (Metric("jobs_per_s", "jobs/s", True),)
@@ -103,9 +109,9 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("enqueue_single", "enqueue, one job per call, sequential", JOBS_S,
-                 (*QUEUES, "sql"), tuned=False),
+                 (*QUEUES, "sql"), tuned=False, interleaved=True),
         Scenario("enqueue_batch", "enqueue, batches of 1,000", JOBS_S, (*QUEUES, "sql"),
-                 tuned=False),
+                 tuned=False, interleaved=True),
         Scenario("drain_c10", "drain pre-enqueued jobs, 1 worker process, concurrency 10",
                  JOBS_S, (*QUEUES, "sql"), concurrency=10, tuned=False, sql_connections=1),
         Scenario("drain_c50", "drain pre-enqueued jobs, 1 worker process, concurrency 50",
@@ -172,6 +178,27 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }  # fmt: skip
+
+
+T = TypeVar("T")
+
+
+def in_turn(systems: Sequence[T], turn: int) -> list[T]:
+    """The systems in the order turn `turn` (from 1) runs them: each turn starts one further
+    along, so that over as many turns as systems each goes first once. The first of a
+    scenario runs right after the last of the one before (a drain's cleanup, its
+    checkpoint): in a fixed order one system always took that seat."""
+    if not systems:
+        return []
+    k = (turn - 1) % len(systems)
+    return [*systems[k:], *systems[:k]]
+
+
+def slice_bounds(n: int, slices: int, unit: int) -> list[tuple[int, int]]:
+    """``n`` jobs cut into ``slices`` runs of whole batches of ``unit`` (the last takes what
+    is left), as (first, count); no empty run."""
+    per = max(unit, -(-n // max(1, slices)) // unit * unit)
+    return [(first, min(per, n - first)) for first in range(0, n, per)]
 
 
 def applies(scenario: Scenario, system: System) -> bool:
@@ -426,6 +453,66 @@ class Runner:
         self._verify_code(system, result)
         result.seconds = time.monotonic() - started
         return result
+
+    async def interleaved(
+        self, scenario: Scenario, runs: list[tuple[System, str]], rep: int
+    ) -> list[Result]:
+        """An enqueue scenario for every system at once: each opens its producer on its own
+        database, then the jobs go in turns, each system a slice of them (a tenth) before
+        the next, each turn starting one system further along. Run one after the other,
+        a spell of a few seconds in which the machine was slow (a neighbour on the host,
+        a checkpoint) fell on whichever system ran in it, and moved one ratio by a fifth;
+        in turns it falls on all of them."""
+        single = scenario.name == "enqueue_single"
+        n = self.sizes.enqueue_single if single else self.sizes.enqueue_batch
+        batch = 1 if single else self.sizes.batch
+        params: dict[str, Any] = {} if single else {"batch": batch}
+        results: dict[int, Result] = {}
+        elapsed: dict[int, float] = {}
+        opened: list[tuple[System, str]] = []
+        bounds = slice_bounds(n, self.sizes.enqueue_slices, batch)
+        started = time.monotonic()
+        self._workers = []
+        try:
+            for system, url in runs:
+                result = Result(scenario.name, system.label, system.system, system.variant, rep)
+                results[id(system)] = result
+                elapsed[id(system)] = 0.0
+                try:
+                    await system.open(url)
+                except Exception as exc:
+                    result.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                opened.append((system, url))
+            for turn, (first, count) in enumerate(bounds, start=1):
+                for system, _url in in_turn(opened, turn):
+                    result = results[id(system)]
+                    if result.errors:
+                        continue
+                    try:
+                        done = await system.produce(scenario.name, n=count, first=first, **params)
+                    except Exception as exc:
+                        result.errors.append(f"{type(exc).__name__}: {exc}")
+                        continue
+                    elapsed[id(system)] += done["seconds"]
+        finally:
+            for system, _url in opened:
+                try:
+                    await system.close()
+                except Exception as exc:
+                    results[id(system)].errors.append(f"{type(exc).__name__}: {exc}")
+        for system, url in runs:
+            result = results[id(system)]
+            if not result.errors:
+                await self._check_stored(system, url, n, result)
+                result.metrics["jobs_per_s"] = n / elapsed[id(system)]
+                result.details.update(jobs=n, seconds=elapsed[id(system)], slices=len(bounds))
+                if not single:
+                    result.details["batch"] = batch
+            result.settings = system.producer_settings(scenario.name, batch)
+            self._verify_code(system, result)
+            result.seconds = time.monotonic() - started
+        return [results[id(system)] for system, _url in runs]
 
     # enqueue -----------------------------------------------------------------------------
 

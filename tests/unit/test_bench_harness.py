@@ -6,8 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.cli import in_turn
-from bench.scenarios import Workers
+from bench.scenarios import Workers, in_turn, slice_bounds
 
 # A worker that, like any Python worker, spends a while starting (imports, connecting)
 # before its SIGTERM handler is installed; from then on SIGTERM stops it cleanly.
@@ -40,3 +39,16 @@ def test_each_system_goes_first_in_one_round_of_as_many_and_the_cycle_is_kept():
         k = systems.index(r[0])
         assert r == systems[k:] + systems[:k]
     assert in_turn(systems, 5) == systems and in_turn([], 3) == []
+
+
+def test_an_interleaved_enqueue_is_cut_into_whole_batches_that_cover_every_job_once():
+    for n, slices, unit in ((200_000, 10, 1000), (5_000, 10, 1), (2_000, 2, 1000),
+                            (2_500, 10, 1000), (7, 10, 1), (1_000, 10, 1000)):  # fmt: skip
+        bounds = slice_bounds(n, slices, unit)
+        assert [first for first, _ in bounds] == [sum(c for _, c in bounds[:i]) for i in
+                                                  range(len(bounds))]  # fmt: skip
+        assert sum(count for _, count in bounds) == n
+        assert all(count > 0 for _, count in bounds)
+        assert all(count % unit == 0 for _, count in bounds[:-1])
+        assert len(bounds) <= slices
+    assert slice_bounds(200_000, 10, 1000) == [(i * 20_000, 20_000) for i in range(10)]
