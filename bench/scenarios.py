@@ -433,8 +433,6 @@ class Runner:
                 await self._sql(scenario, system, url, result)
             else:
                 handler = {
-                    "enqueue_single": self._enqueue_single,
-                    "enqueue_batch": self._enqueue_batch,
                     "drain_c10": self._drain,
                     "drain_c50": self._drain,
                     "drain_2proc": self._drain,
@@ -453,6 +451,8 @@ class Runner:
         self._verify_code(system, result)
         result.seconds = time.monotonic() - started
         return result
+
+    # enqueue -----------------------------------------------------------------------------
 
     async def interleaved(
         self, scenario: Scenario, runs: list[tuple[System, str]], rep: int
@@ -513,36 +513,6 @@ class Runner:
             self._verify_code(system, result)
             result.seconds = time.monotonic() - started
         return [results[id(system)] for system, _url in runs]
-
-    # enqueue -----------------------------------------------------------------------------
-
-    async def _enqueue_single(
-        self, scenario: Scenario, system: System, url: str, result: Result
-    ) -> None:
-        n = self.sizes.enqueue_single
-        await system.open(url)
-        try:
-            elapsed = (await system.produce("enqueue_single", n=n))["seconds"]
-        finally:
-            await system.close()
-        await self._check_stored(system, url, n, result)
-        result.metrics["jobs_per_s"] = n / elapsed
-        result.details.update(jobs=n, seconds=elapsed)
-        result.settings = system.producer_settings("enqueue_single", 1)
-
-    async def _enqueue_batch(
-        self, scenario: Scenario, system: System, url: str, result: Result
-    ) -> None:
-        n, batch = self.sizes.enqueue_batch, self.sizes.batch
-        await system.open(url)
-        try:
-            elapsed = (await system.produce("enqueue_batch", n=n, batch=batch))["seconds"]
-        finally:
-            await system.close()
-        await self._check_stored(system, url, n, result)
-        result.metrics["jobs_per_s"] = n / elapsed
-        result.details.update(jobs=n, seconds=elapsed, batch=batch)
-        result.settings = system.producer_settings("enqueue_batch", batch)
 
     async def _stored(self, system: System, url: str) -> int:
         conn = await asyncpg.connect(url)
