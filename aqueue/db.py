@@ -295,8 +295,8 @@ async def create_pool(
     await pool
     try:
         await pool.open_direct()
-    except BaseException:
-        await pool.close()
+    except BaseException:  # cancelled while connecting: nothing may be left open
+        pool.terminate()
         raise
     return pool
 

@@ -16,12 +16,15 @@ caller's acquire() waits for."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 
 T = TypeVar("T")
+log = logging.getLogger("aqueue.pool")
+DIRECT_RETRY_SECONDS = 1.0
 
 
 class Pool(asyncpg.Pool):
@@ -40,15 +43,35 @@ class Pool(asyncpg.Pool):
         self._direct_idle.set()
         self._direct_stale = False
         self._direct_closed = False
+        self._direct_retry_at = 0.0  # loop time before which no new one is tried
 
     async def open_direct(self) -> None:
-        """Open the direct connection now (create_pool does), not on the first call."""
+        """Open the direct connection now (create_pool does), not on the first call. If the
+        server refuses it (its connection table full, say), the pool works without it and
+        tries again on a later call."""
         if self._direct is None and self._direct_idle.is_set() and not self._direct_closed:
             self._direct_idle.clear()
             try:
-                self._direct = await self._open_direct()
+                await self._reopen()
             finally:
                 self._direct_idle.set()
+
+    async def _reopen(self) -> asyncpg.Connection | None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._direct_retry_at:
+            return None
+        try:
+            self._direct = await self._open_direct()
+        except Exception as exc:
+            # a refused connection must not fail a statement the pool can run: the call
+            # takes a pooled connection, and the next try waits a while
+            self._direct_retry_at = loop.time() + DIRECT_RETRY_SECONDS
+            log.debug(
+                "no direct connection (%s: %s); statements use the pool", type(exc).__name__, exc
+            )
+            return None
+        self._direct_stale = False
+        return self._direct
 
     async def _on_direct(
         self, run: Callable[[asyncpg.Connection], Awaitable[T]], pooled: Callable[[], Awaitable[T]]
@@ -65,8 +88,9 @@ class Pool(asyncpg.Pool):
                 conn.terminate()
                 conn = None
             if conn is None:
-                conn = self._direct = await self._open_direct()
-                self._direct_stale = False
+                conn = await self._reopen()
+                if conn is None:
+                    return await pooled()
             try:
                 result = await run(conn)
             except (asyncpg.PostgresError, asyncio.CancelledError, TimeoutError):

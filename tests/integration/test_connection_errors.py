@@ -57,6 +57,17 @@ async def test_too_many_connections_is_retried(db_url, limited_role):
     assert is_connection_error(raised.value)
 
 
+async def test_a_pool_whose_direct_connection_is_refused_works_without_it(db_url, limited_role):
+    # The role may hold one connection: the pool's; the direct one beside it is refused
+    # (53300), and statements on the pool take the pooled connection instead of failing.
+    pool = await db.create_pool(as_role(db_url, limited_role, "limited"), min_size=1, max_size=1)
+    try:
+        for _ in range(3):
+            assert await pool.fetchval("SELECT current_user") == limited_role
+    finally:
+        await pool.close()
+
+
 async def test_a_bad_statement_is_not_retried(pool):
     with pytest.raises(asyncpg.PostgresError) as syntax:
         await pool.execute("SELEC 1")
