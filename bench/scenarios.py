@@ -469,7 +469,7 @@ class Runner:
         params: dict[str, Any] = {} if single else {"batch": batch}
         results: dict[int, Result] = {}
         elapsed: dict[int, float] = {}
-        opened: list[tuple[System, str]] = []
+        opened: list[System] = []
         bounds = slice_bounds(n, self.sizes.enqueue_slices, batch)
         started = time.monotonic()
         self._workers = []
@@ -483,9 +483,9 @@ class Runner:
                 except Exception as exc:
                     result.errors.append(f"{type(exc).__name__}: {exc}")
                     continue
-                opened.append((system, url))
+                opened.append(system)
             for turn, (first, count) in enumerate(bounds, start=1):
-                for system, _url in in_turn(opened, turn):
+                for system in in_turn(opened, turn):
                     result = results[id(system)]
                     if result.errors:
                         continue
@@ -496,7 +496,7 @@ class Runner:
                         continue
                     elapsed[id(system)] += done["seconds"]
         finally:
-            for system, _url in opened:
+            for system in opened:
                 try:
                     await system.close()
                 except Exception as exc:

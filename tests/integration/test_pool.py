@@ -27,6 +27,16 @@ async def small_pool(db_url: str) -> AsyncIterator[Pool]:
         pool.terminate()
 
 
+@pytest.fixture
+async def admin(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection beside the pool: to watch, lock and end its sessions."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def running(admin: asyncpg.Connection, query: str) -> bool:
     return bool(
         await admin.fetchval(
@@ -43,19 +53,15 @@ async def test_an_enqueue_on_the_pool_needs_none_of_its_connections(small_pool):
         assert await small_pool.fetchval("SELECT count(*) FROM jobs WHERE id = $1", job.id) == 1
 
 
-async def test_a_statement_on_the_pool_does_not_wait_behind_another(small_pool, db_url):
-    admin = await asyncpg.connect(db_url)
-    try:
-        await admin.execute("SELECT pg_advisory_lock(42)")
-        blocked_query = "SELECT pg_advisory_lock(42)"
-        blocked = asyncio.create_task(small_pool.execute(blocked_query))
-        await wait_for(lambda: running(admin, blocked_query))
-        # the first holds the direct connection: the second takes the pooled one
-        assert await asyncio.wait_for(small_pool.fetchval("SELECT 7"), 10) == 7
-        await admin.execute("SELECT pg_advisory_unlock(42)")
-        await blocked
-    finally:
-        await admin.close()
+async def test_a_statement_on_the_pool_does_not_wait_behind_another(small_pool, admin):
+    await admin.execute("SELECT pg_advisory_lock(42)")
+    blocked_query = "SELECT pg_advisory_lock(42)"
+    blocked = asyncio.create_task(small_pool.execute(blocked_query))
+    await wait_for(lambda: running(admin, blocked_query))
+    # the first holds the direct connection: the second takes the pooled one
+    assert await asyncio.wait_for(small_pool.fetchval("SELECT 7"), 10) == 7
+    await admin.execute("SELECT pg_advisory_unlock(42)")
+    await blocked
 
 
 async def test_sequential_statements_on_the_pool_share_one_connection_beside_the_pooled_ones(
@@ -68,49 +74,37 @@ async def test_sequential_statements_on_the_pool_share_one_connection_beside_the
 
 
 async def test_a_transaction_left_open_on_the_pool_does_not_swallow_the_next_enqueue(
-    small_pool, db_url
+    small_pool, admin
 ):
     await small_pool.execute("BEGIN")
     job = await enqueue(small_pool, "demo.echo", {})
-    other = await asyncpg.connect(db_url)
-    try:
-        assert await other.fetchval("SELECT count(*) FROM jobs WHERE id = $1", job.id) == 1
-    finally:
-        await other.close()
+    assert await admin.fetchval("SELECT count(*) FROM jobs WHERE id = $1", job.id) == 1
 
 
-async def test_a_cancelled_statement_is_cancelled_and_its_connection_kept(small_pool, db_url):
+async def test_a_cancelled_statement_is_cancelled_and_its_connection_kept(small_pool, admin):
     pid = await small_pool.fetchval(PID)
-    admin = await asyncpg.connect(db_url)
-    try:
-        sleeping = "SELECT pg_sleep(30)"
-        task = asyncio.create_task(small_pool.execute(sleeping))
-        await wait_for(lambda: running(admin, sleeping))
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert await small_pool.fetchval(PID) == pid
-        assert not await running(admin, sleeping)
-    finally:
-        await admin.close()
+    sleeping = "SELECT pg_sleep(30)"
+    task = asyncio.create_task(small_pool.execute(sleeping))
+    await wait_for(lambda: running(admin, sleeping))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await small_pool.fetchval(PID) == pid
+    assert not await running(admin, sleeping)
 
 
-async def test_the_direct_connection_is_replaced_after_the_server_ends_it(small_pool, db_url):
+async def test_the_direct_connection_is_replaced_after_the_server_ends_it(small_pool, admin):
     pid = await small_pool.fetchval(PID)
-    admin = await asyncpg.connect(db_url)
-    try:
-        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    await admin.execute("SELECT pg_terminate_backend($1)", pid)
 
-        async def new_pid() -> int | None:
-            try:
-                found: int = await small_pool.fetchval(PID)
-            except (asyncpg.InternalClientError, asyncpg.InterfaceError, asyncpg.PostgresError):
-                return None  # the statement that finds the connection gone fails, as pooled
-            return found if found != pid else None
+    async def new_pid() -> int | None:
+        try:
+            found: int = await small_pool.fetchval(PID)
+        except (asyncpg.InternalClientError, asyncpg.InterfaceError, asyncpg.PostgresError):
+            return None  # the statement that finds the connection gone fails, as pooled
+        return found if found != pid else None
 
-        assert await wait_for(new_pid)
-    finally:
-        await admin.close()
+    assert await wait_for(new_pid)
 
 
 async def test_a_payload_that_will_not_encode_fails_alone(small_pool):
