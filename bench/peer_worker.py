@@ -1,6 +1,7 @@
 """One worker process of a peer system, used through its public API:
 
-    python -m bench.peer_worker pgqueuer|procrastinate|sql --database-url URL --settings JSON
+    python -m bench.peer_worker pgqueuer|procrastinate|sql|sql-aqueue-claim \
+        --database-url URL --settings JSON
 
 SIGTERM stops it gracefully (each library's own shutdown path), then it exits 0."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 from typing import Any
 
@@ -92,22 +94,63 @@ async def run_sql(url: str, settings: dict[str, Any]) -> None:
             await c.close()
 
 
-UVLOOP_SYSTEMS = frozenset({"pgqueuer", "sql"})
+async def run_sql_aqueue_claim(url: str, settings: dict[str, Any]) -> None:
+    """run_sql with aqueue's statements on aqueue's schema: its claim on a connection set
+    up as its claim loop's, its completion (record_outcomes); still no task, no handler."""
+    from aqueue import db, store
+    from aqueue.model import JobStatus
+    from aqueue.notifier import Topic
+
+    queue, batch = settings["queue"], settings["batch"]
+    worker_id = f"bench-sql-{os.getpid()}"
+    listener = await db.connect(url)
+    conn = await db.connect(url, server_settings=db.CLAIM_SERVER_SETTINGS)
+    complete = await db.connect(url)
+    wake = asyncio.Event()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await listener.add_listener(Topic.JOBS.value, lambda *_: wake.set())
+    stopping = asyncio.ensure_future(stop.wait())
+    wake.set()
+    try:
+        while not stop.is_set():
+            woken = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({woken, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            wake.clear()
+            while jobs := await store.claim(conn, queue, batch, worker_id, 60.0):
+                for job in jobs:
+                    record(job.payload)
+                outcomes = [store.Outcome(job, JobStatus.COMPLETED) for job in jobs]
+                await store.record_outcomes(complete, outcomes, worker_id)
+    finally:
+        stopping.cancel()
+        for c in (listener, conn, complete):
+            await c.close()
+
+
+RUNNERS = {
+    "pgqueuer": run_pgqueuer,
+    "procrastinate": run_procrastinate,
+    "sql": run_sql,
+    "sql-aqueue-claim": run_sql_aqueue_claim,
+}
+UVLOOP_SYSTEMS = frozenset({"pgqueuer", "sql", "sql-aqueue-claim"})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("system", choices=["pgqueuer", "procrastinate", "sql"])
+    parser.add_argument("system", choices=sorted(RUNNERS))
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--settings", default="{}")
     args = parser.parse_args()
     settings = json.loads(args.settings)
-    runner = {"pgqueuer": run_pgqueuer, "procrastinate": run_procrastinate, "sql": run_sql}[
-        args.system
-    ]
+    runner = RUNNERS[args.system]
     # Each on the event loop its own command line runs it on: pgqueuer's CLI takes uvloop
     # where installed (a dependency of it), procrastinate's runs asyncio's own; the plain
-    # SQL pickup floor takes uvloop as aqueue serve does, so that it stays the floor.
+    # SQL pickup floors take uvloop as aqueue serve does, so that they stay the floor.
     if args.system in UVLOOP_SYSTEMS:
         import uvloop
 

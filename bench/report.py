@@ -240,6 +240,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         "aqueue": "#1f77b4", "pgqueuer": "#ff7f0e", "pgqueuer:tuned": "#ffbb78",
         "procrastinate": "#2ca02c", "procrastinate:tuned": "#98df8a", "sql": "#7f7f7f",
         "aqueue:connection": "#17becf", "sql:same_row": "#c7c7c7",
+        "sql:aqueue_claim": "#a0a0a0",
     }  # fmt: skip
     for label in doc["labels"]:
         if label.startswith("aqueue@"):

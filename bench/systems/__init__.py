@@ -26,9 +26,13 @@ def make_systems(names: list[str], tuned: bool) -> list[System]:
             if tuned:
                 out.append(ProcrastinateSystem("tuned"))
         elif name == "sql":
-            from bench.systems.sql_system import SqlSameRowSystem, SqlSystem
+            from bench.systems.sql_system import (
+                SqlAqueueClaimSystem,
+                SqlSameRowSystem,
+                SqlSystem,
+            )
 
-            out += [SqlSystem(), SqlSameRowSystem()]
+            out += [SqlSystem(), SqlSameRowSystem(), SqlAqueueClaimSystem()]
         else:
             raise SystemExit(f"unknown system {name!r} (aqueue, pgqueuer, procrastinate, sql)")
     return out

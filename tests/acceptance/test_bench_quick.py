@@ -65,6 +65,8 @@ def test_bench_quick_runs_every_system_and_every_run_is_valid(pg_url: str, tmp_p
         labels[r["label"]].add(r["scenario"])
     assert labels["aqueue:connection"] == {"enqueue_single"}, labels
     assert labels["sql:same_row"] == {"enqueue_single", "enqueue_batch"}, labels
+    # the pickup floor again, with aqueue's claim statement and schema
+    assert labels["sql:aqueue_claim"] == {"pickup_latency"}, labels
     assert by_scenario.get("http_enqueue") == {"aqueue"}
     assert by_scenario.get("memory") == {"aqueue"}
 
