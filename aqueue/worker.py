@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import socket
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -426,8 +427,18 @@ class Worker:
         """Stop holding this attempt's lease; cancel its handler if it still runs."""
         if self._held.get(attempt.job.id) is attempt:
             del self._held[attempt.job.id]
-        if attempt.task is not None and not attempt.task.done():
-            attempt.task.cancel()
+        task = attempt.task
+        if task is not None and not task.done():
+            coro = task.get_coro()
+            if (
+                isinstance(coro, Coroutine)
+                and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+            ):
+                # Cancelled before its first step (a cancel notification handled between
+                # the claim and the task's start): the coroutine never runs, not even its
+                # finally, so its slot is given back here.
+                self._ended(attempt)
+            task.cancel()
 
     # --- running ------------------------------------------------------------------------
 
@@ -457,12 +468,17 @@ class Worker:
             try:
                 await ctx.close()
             finally:
-                # Let the finished task go now rather than when the outcome is written: the
-                # objects it holds would otherwise pile up and trigger the garbage
-                # collector three times as often.
-                attempt.task = None
-                self._in_flight[job.queue] -= 1
-                self._slot_freed[job.queue].set()
+                self._ended(attempt)
+
+    def _ended(self, attempt: Attempt) -> None:
+        """The attempt's handler is over (or will never start): its slot is free."""
+        # Let the finished task go now rather than when the outcome is written: the
+        # objects it holds would otherwise pile up and trigger the garbage collector three
+        # times as often.
+        attempt.task = None
+        queue = attempt.job.queue
+        self._in_flight[queue] -= 1
+        self._slot_freed[queue].set()
 
     async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
         registered = self.registry.get(job.type)
