@@ -82,10 +82,11 @@ async def test_a_running_job_cancelled_stops_at_once_and_frees_its_slot(pool, db
     assert [s for s, _ in await _events(pool, job.id)] == ["CANCELLED"]
 
 
-async def test_a_job_cancelled_before_its_handler_started_frees_its_slot(pool, db_url):
+async def test_jobs_cancelled_before_their_handlers_started_free_their_slots(pool, db_url):
     # The cancel notification can be handled between the claim and the first step of the
     # handler's task (both answers arrive in one read of the sockets): the task is then
-    # cancelled before it runs at all, and its slot must still come back.
+    # cancelled before it runs at all, and its slot must still come back: here both jobs of
+    # one claim.
     ran: list[uuid.UUID] = []
     registry = Registry()
 
@@ -93,26 +94,31 @@ async def test_a_job_cancelled_before_its_handler_started_frees_its_slot(pool, d
     async def mark(payload: Any, ctx: JobContext) -> None:
         ran.append(ctx.job_id)
 
-    async with running_worker(pool, db_url, registry, queues={"default": 1}) as running:
+    async with running_worker(pool, db_url, registry, queues={"default": 2}) as running:
         worker = running.worker
         start = worker._start
-        first: list[store.ClaimedJob] = []
+        cancelled: list[uuid.UUID] = []
 
-        def start_then_cancel(job: store.ClaimedJob, sent: float) -> None:
-            start(job, sent)
-            if not first:
-                first.append(job)
+        def start_then_cancel(job: store.ClaimedJob, *args: Any) -> None:
+            start(job, *args)
+            if len(cancelled) < 2:
+                cancelled.append(job.id)
                 worker._cancel_notified(str(job.id))
 
         worker._start = start_then_cancel  # type: ignore[method-assign]
-        job = await enqueue(pool, "test.mark", {})
-        await wait_for(lambda: _true(bool(first)))
+        first = await aqueue.enqueue_many(
+            pool, [aqueue.JobSpec(type="test.mark", payload={"n": n}) for n in range(2)]
+        )
+        await wait_for(lambda: _true(len(cancelled) == 2))
         await wait_for(lambda: _true(worker.in_flight["default"] == 0), timeout=2)
-        # the one slot takes the next job
-        nxt = await enqueue(pool, "test.mark", {})
-        await wait_status(pool, nxt.id, JobStatus.COMPLETED)
-    assert ran == [nxt.id]
-    assert first[0].id == job.id
+        # both slots take the next jobs at once
+        nxt = await aqueue.enqueue_many(
+            pool, [aqueue.JobSpec(type="test.mark", payload={"n": n}) for n in range(2)]
+        )
+        for job_id in nxt:
+            await wait_status(pool, job_id, JobStatus.COMPLETED)
+    assert sorted(ran) == sorted(nxt)
+    assert sorted(cancelled) == sorted(first)
 
 
 async def _true(value: bool) -> bool:
