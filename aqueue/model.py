@@ -158,6 +158,13 @@ def uuid7s(count: int) -> list[uuid.UUID]:
     return [_FastUUID(head + tails[i : i + 8]) for i in range(0, 8 * count, 8)]
 
 
+def lease_salt() -> uuid.UUID:
+    """The random bits of one claim's lease tokens (see the claim_lease statement)."""
+    if _FastUUID is None:
+        return UUID(bytes=os.urandom(16))
+    return _FastUUID(os.urandom(16))
+
+
 def _uuid7_prefix() -> int:
     """Version, variant and the time of a UUIDv7; the 12 bits after the milliseconds hold
     the sub-millisecond time (RFC 9562, method 3)."""

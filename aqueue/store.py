@@ -16,7 +16,7 @@ import asyncpg
 
 from aqueue.cron import Schedule, ScheduleSpec
 from aqueue.db import as_stored, sql_dir
-from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, uuid7, uuid7s
+from aqueue.model import FINAL_STATUSES, Job, JobSpec, JobStatus, lease_salt, uuid7, uuid7s
 from aqueue.settings import RateLimit
 
 
@@ -384,7 +384,7 @@ async def claim(
     """Lease up to `limit` runnable jobs of `queue`. A first attempt's claim skips the WAL
     flush only on a connection with synchronous_commit off (the claim loop's own, made
     with db.CLAIM_SERVER_SETTINGS); elsewhere every claim commits durably."""
-    rows = await db.fetch(Q["claim"], queue, limit, worker_id, lease_seconds)
+    rows = await db.fetch(Q["claim"], queue, limit, worker_id, lease_seconds, lease_salt())
     # the last column only made the transaction durable (see the statement)
     return [ClaimedJob(*r[:-1]) for r in rows]
 
@@ -1229,7 +1229,7 @@ async def claim_flow(
 ) -> list[ClaimedJob]:
     """claim for a queue with a rate limit, key caps or fair keys: at most what its
     bucket allows, no key past its cap, tenants in fair order."""
-    rows = await db.fetch(Q["claim_flow"], queue, limit, worker_id, lease_seconds)
+    rows = await db.fetch(Q["claim_flow"], queue, limit, worker_id, lease_seconds, lease_salt())
     return [ClaimedJob(*r) for r in rows]
 
 
@@ -1237,7 +1237,7 @@ async def claim_fair(
     db: Executor, queue: str, limit: int, worker_id: str, lease_seconds: float
 ) -> list[ClaimedJob]:
     """claim_flow for a queue without key caps: its rate limit and fair order only."""
-    rows = await db.fetch(Q["claim_fair"], queue, limit, worker_id, lease_seconds)
+    rows = await db.fetch(Q["claim_fair"], queue, limit, worker_id, lease_seconds, lease_salt())
     return [ClaimedJob(*r) for r in rows]
 
 

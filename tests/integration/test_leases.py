@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from aqueue import JobStatus, Registry, enqueue, store
+from aqueue import JobSpec, JobStatus, Registry, enqueue, enqueue_many, store
 from aqueue.db import CLAIM_SERVER_SETTINGS, connect, create_pool
 from aqueue.model import backoff_seconds
 from aqueue.reaper import Reaper
@@ -48,6 +48,21 @@ async def forget_claim(pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
 
 
 # --- claims PostgreSQL forgot -------------------------------------------------------------
+
+
+async def test_each_job_of_a_claim_gets_its_own_token_and_a_forgotten_claim_a_new_one(pool):
+    jobs = await enqueue_many(pool, [JobSpec(type="demo.echo") for _ in range(300)])
+    first = await store.claim(pool, "default", 300, "w", 30.0)
+    assert len(first) == 300
+    tokens = {job.lease_token for job in first}
+    assert len(tokens) == 300
+    for job_id in jobs:
+        await forget_claim(pool, job_id)
+    # the same jobs, the same attempt numbers, the same worker: other tokens
+    again = await store.claim(pool, "default", 300, "w", 30.0)
+    assert [job.attempt for job in again] == [job.attempt for job in first]
+    assert len({job.lease_token for job in again}) == 300
+    assert not tokens & {job.lease_token for job in again}
 
 
 async def test_a_job_claimed_again_by_the_same_worker_stops_the_forgotten_run(pool, db_url):

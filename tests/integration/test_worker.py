@@ -344,10 +344,10 @@ async def test_pool_connections_plan_every_claim_with_its_own_values(pool):
 
 # The claim loop's statements, with literal arguments for EXPLAIN EXECUTE.
 CLAIM_LOOP = {
-    "claim": "('plain', 50, 'w', 30)",
+    "claim": "('plain', 50, 'w', 30, '00000000-0000-0000-0000-000000000000')",
     "seconds_until_next_job": "('plain')",
-    "claim_flow": "('capped', 50, 'w', 30)",
-    "claim_fair": "('fair', 50, 'w', 30)",
+    "claim_flow": "('capped', 50, 'w', 30, '00000000-0000-0000-0000-000000000000')",
+    "claim_fair": "('fair', 50, 'w', 30, '00000000-0000-0000-0000-000000000000')",
     "queue_flow": "('capped')",
 }
 
