@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.recorder import record
@@ -67,30 +68,21 @@ async def run_sql(url: str, settings: dict[str, Any]) -> None:
     each job as it is claimed (no task, no handler: what is left is the database's)."""
     import asyncpg
 
-    listener = await asyncpg.connect(url)
     conn = await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
     complete = await asyncpg.connect(url)
-    wake = asyncio.Event()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await listener.add_listener(settings["channel"], lambda *_: wake.set())
-    stopping = asyncio.ensure_future(stop.wait())
-    wake.set()  # what was enqueued before the LISTEN; after it, notifications (or a poll)
+
+    async def claim() -> bool:
+        rows = await conn.fetch(SQL_CLAIM, settings["batch"])
+        for row in rows:
+            record(json.loads(row["payload"]))
+        if rows:
+            await complete.execute(SQL_COMPLETE, [row["id"] for row in rows])
+        return bool(rows)
+
     try:
-        while not stop.is_set():
-            woken = asyncio.ensure_future(wake.wait())
-            await asyncio.wait({woken, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
-            wake.clear()
-            while rows := await conn.fetch(SQL_CLAIM, settings["batch"]):
-                for row in rows:
-                    record(json.loads(row["payload"]))
-                await complete.execute(SQL_COMPLETE, [row["id"] for row in rows])
+        await _claim_when_notified(await asyncpg.connect(url), settings["channel"], claim)
     finally:
-        stopping.cancel()
-        for c in (listener, conn, complete):
+        for c in (conn, complete):
             await c.close()
 
 
@@ -103,32 +95,49 @@ async def run_sql_aqueue_claim(url: str, settings: dict[str, Any]) -> None:
 
     queue, batch = settings["queue"], settings["batch"]
     worker_id = f"bench-sql-{os.getpid()}"
-    listener = await db.connect(url)
     conn = await db.connect(url, server_settings=db.CLAIM_SERVER_SETTINGS)
     complete = await db.connect(url)
+
+    async def claim() -> bool:
+        jobs = await store.claim(conn, queue, batch, worker_id, 60.0)
+        for job in jobs:
+            record(job.payload)
+        if jobs:
+            outcomes = [store.Outcome(job, JobStatus.COMPLETED) for job in jobs]
+            await store.record_outcomes(complete, outcomes, worker_id)
+        return bool(jobs)
+
+    try:
+        await _claim_when_notified(await db.connect(url), Topic.JOBS.value, claim)
+    finally:
+        for c in (conn, complete):
+            await c.close()
+
+
+async def _claim_when_notified(
+    listener: Any, channel: str, claim: Callable[[], Awaitable[bool]]
+) -> None:
+    """The plain-SQL floors' loop: on each notification on `channel` (or a second without
+    one), `claim()` until it claims nothing; until SIGTERM or SIGINT. Closes `listener`."""
     wake = asyncio.Event()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await listener.add_listener(Topic.JOBS.value, lambda *_: wake.set())
+    await listener.add_listener(channel, lambda *_: wake.set())
     stopping = asyncio.ensure_future(stop.wait())
-    wake.set()
+    wake.set()  # what was enqueued before the LISTEN; after it, notifications (or a poll)
     try:
         while not stop.is_set():
             woken = asyncio.ensure_future(wake.wait())
             await asyncio.wait({woken, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
             wake.clear()
-            while jobs := await store.claim(conn, queue, batch, worker_id, 60.0):
-                for job in jobs:
-                    record(job.payload)
-                outcomes = [store.Outcome(job, JobStatus.COMPLETED) for job in jobs]
-                await store.record_outcomes(complete, outcomes, worker_id)
+            while await claim():
+                pass
     finally:
         stopping.cancel()
-        for c in (listener, conn, complete):
-            await c.close()
+        await listener.close()
 
 
 RUNNERS = {

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.systems.aqueue_system import AqueueSystem
 from bench.systems.base import System, python_module_command, verify_jobs
 
 BATCH = 100
@@ -269,44 +270,23 @@ class SqlSameRowSystem(SqlSystem):
         await self._conn.copy_records_to_table("jobs", records=records, columns=SAME_ROW_COLUMNS)
 
 
-class SqlAqueueClaimSystem(SqlSystem):
+class SqlAqueueClaimSystem(AqueueSystem):
     """The pickup floor with aqueue's own statements: the sql floor's worker (LISTEN on one
     connection, on each notification one claim on another, recorded as it returns: no
     task, no handler) running aqueue's claim (store.claim, on a connection set up as the
-    claim loop's) on aqueue's schema, the jobs enqueued by aqueue.enqueue as aqueue's are.
+    claim loop's) on aqueue's schema, the jobs enqueued by aqueue.enqueue as aqueue's are
+    (its producer, schema and checks are AqueueSystem's; only the worker differs).
     Between sql and this: aqueue's claim statement and table; between this and aqueue:
     its worker's Python (the claim loop, the handler's task)."""
 
+    system = "sql"
     variant = "aqueue_claim"
+    queue = False
     scenarios = frozenset({"pickup_latency"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pool: Any = None
 
     @property
     def schema(self) -> str:
         return "sql-aqueue-claim"
-
-    async def install(self, url: str) -> None:
-        import aqueue.db
-
-        await aqueue.db.migrate_url(url)
-
-    async def open(self, url: str) -> None:
-        import aqueue.db
-
-        self._pool = await aqueue.db.create_pool(url)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    async def enqueue_one(self, payload: dict[str, Any]) -> None:
-        import aqueue
-
-        await aqueue.enqueue(self._pool, "bench.noop", payload)
 
     def settings_for(self, scenario: str, concurrency: int) -> dict[str, Any]:
         return {
@@ -321,19 +301,3 @@ class SqlAqueueClaimSystem(SqlSystem):
         return python_module_command(
             "bench.peer_worker", "sql-aqueue-claim", "--database-url", url, "--settings", settings
         )
-
-    async def completed(self, conn: asyncpg.Connection) -> int:
-        from bench.systems.aqueue_system import all_jobs
-
-        jobs = await all_jobs(conn)
-        return int(await conn.fetchval(f"SELECT count(*) FROM {jobs} WHERE status = 'COMPLETED'"))
-
-    async def stored(self, conn: asyncpg.Connection) -> int:
-        from bench.systems.aqueue_system import all_jobs
-
-        return int(await conn.fetchval(f"SELECT count(*) FROM {await all_jobs(conn)}"))
-
-    async def verify(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        from bench.systems.aqueue_system import all_jobs
-
-        return await verify_jobs(conn, await all_jobs(conn))
