@@ -30,10 +30,8 @@ async def _events(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[str, str 
     return [(r["status"], r["error"]) for r in rows]
 
 
-# --- cancel --------------------------------------------------------------------------------
-
-
-async def test_a_pending_job_cancelled_never_runs_and_its_history_says_so(pool, db_url):
+def _marking() -> tuple[Registry, list[uuid.UUID]]:
+    """A registry whose task `test.mark` notes the id of each job it runs, in that list."""
     ran: list[uuid.UUID] = []
     registry = Registry()
 
@@ -41,6 +39,14 @@ async def test_a_pending_job_cancelled_never_runs_and_its_history_says_so(pool, 
     async def mark(payload: Any, ctx: JobContext) -> None:
         ran.append(ctx.job_id)
 
+    return registry, ran
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+async def test_a_pending_job_cancelled_never_runs_and_its_history_says_so(pool, db_url):
+    registry, ran = _marking()
     job = await enqueue(pool, "test.mark", {}, run_after=None, queue="later")
     cancelled = await aqueue.cancel(pool, job.id)
     assert cancelled.status is JobStatus.CANCELLED
@@ -87,13 +93,7 @@ async def test_jobs_cancelled_before_their_handlers_started_free_their_slots(poo
     # handler's task (both answers arrive in one read of the sockets): the task is then
     # cancelled before it runs at all, and its slot must still come back: here both jobs of
     # one claim.
-    ran: list[uuid.UUID] = []
-    registry = Registry()
-
-    @registry.task("test.mark")
-    async def mark(payload: Any, ctx: JobContext) -> None:
-        ran.append(ctx.job_id)
-
+    registry, ran = _marking()
     async with running_worker(pool, db_url, registry, queues={"default": 2}) as running:
         worker = running.worker
         start = worker._start
