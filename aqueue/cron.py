@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from aqueue.model import (
     JobSpec,
@@ -39,8 +39,17 @@ def check_cron(expr: object) -> str:
             f"first; {expr!r} has {len(fields)}"
         )
     normal = " ".join(fields)
-    if not croniter.is_valid(normal, second_at_beginning=len(fields) == 6):
+    seconds_first = len(fields) == 6
+    if not croniter.is_valid(normal, second_at_beginning=seconds_first):
         raise ValidationError(f"'cron' {expr!r} is not a valid cron expression")
+    # croniter takes dates no calendar has (`0 0 31 11 *`, `0 0 30 2 *`) and only fails
+    # when asked for a tick: ask now, not in the scheduler
+    try:
+        croniter(normal, datetime.now(UTC), second_at_beginning=seconds_first).get_next(datetime)
+    except CroniterError:
+        raise ValidationError(
+            f"'cron' {expr!r} never fires (its months have no such day)"
+        ) from None
     return normal
 
 
@@ -49,9 +58,12 @@ def check_timezone(name: object) -> ZoneInfo:
         raise ValidationError("'timezone' must be an IANA time zone name such as \"UTC\"")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name that is a folder of the zone database (`America`) or too long
+        # for a file name; it is the caller's input, not a lost database connection
+        shown = repr(name) if len(name) <= 60 else repr(name[:56]) + "..."
         raise ValidationError(
-            f"'timezone' {name!r} is not a known IANA time zone (e.g. UTC, Europe/Berlin)"
+            f"'timezone' {shown} is not a known IANA time zone (e.g. UTC, Europe/Berlin)"
         ) from None
 
 
@@ -179,6 +191,12 @@ class Schedule:
 _SCHEDULE_COLUMNS = tuple(Schedule.__dataclass_fields__)
 
 
+def _name_for(job_type: str) -> str:
+    """A schedule's name when none is given: its type and 8 hex digits, within the 128
+    characters a name may have."""
+    return f"{job_type[:119]}-{uuid.uuid4().hex[:8]}"
+
+
 def check_schedule(spec: ScheduleSpec, max_payload_bytes: int) -> ScheduleSpec:
     """Every field within what aqueue stores and runs; ValidationError names the first
     problem."""
@@ -210,7 +228,7 @@ def parse_schedule(
         for required in ("type", "cron"):
             if required not in data:
                 raise ValidationError(f"'{required}' is required")
-        name = data.get("name") or f"{data['type']}-{uuid.uuid4().hex[:8]}"
+        name = data.get("name") or _name_for(check_name("type", data["type"]))
         spec = ScheduleSpec(name=name, cron=data["cron"], type=data["type"])
     else:
         spec = base

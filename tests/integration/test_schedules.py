@@ -73,7 +73,10 @@ async def test_the_seeds_body_creates_a_schedule_due_at_its_next_tick(pool):
     [
         ({**SEED_BODY, "cron": "61 * * * *"}, "not a valid cron expression"),
         ({**SEED_BODY, "cron": "* * *"}, "must have 5 fields"),
+        ({**SEED_BODY, "cron": "0 0 31 11 *"}, "never fires"),
         ({**SEED_BODY, "timezone": "Mars/Olympus"}, "not a known IANA time zone"),
+        ({**SEED_BODY, "timezone": "America"}, "not a known IANA time zone"),
+        ({**SEED_BODY, "type": 5}, "'type' must be a non-empty string"),
         ({**SEED_BODY, "every": "day"}, "unknown field(s): every"),
         ({"type": "demo.sleep"}, "'cron' is required"),
         ({**SEED_BODY, "queue": "a b"}, "'queue'"),
@@ -85,6 +88,16 @@ async def test_a_bad_schedule_is_a_422_saying_what_is_wrong(pool, body, message)
         response = await client.post("/schedules", json=body)
     assert response.status_code == 422 and message in response.json()["error"]
     assert await pool.fetchval("SELECT count(*) FROM schedules") == 0
+
+
+async def test_a_schedule_of_a_long_type_gets_a_name_within_the_limit(pool):
+    job_type = "t" * 128
+    async with api_client(pool, Settings()) as client:
+        response = await client.post("/schedules", json={**SEED_BODY, "type": job_type})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["type"] == job_type and len(body["name"]) == 128
+    assert body["name"].startswith("t" * 119 + "-")
 
 
 async def test_patch_disables_and_retimes_and_delete_removes(pool):

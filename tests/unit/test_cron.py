@@ -25,9 +25,27 @@ def test_a_bad_cron_is_refused_saying_what_is_wrong(expr):
         check_cron(expr)
 
 
-def test_an_unknown_timezone_is_refused():
+@pytest.mark.parametrize("expr", ["0 0 31 11 *", "0 0 30 2 *", "0 0 0 31 4 *"])
+def test_a_cron_that_never_fires_is_refused(expr):
+    # croniter.is_valid takes these; a tick of one raises in croniter
+    with pytest.raises(ValidationError, match="never fires"):
+        check_cron(expr)
+
+
+def test_a_cron_on_a_leap_day_is_taken():
+    assert check_cron("0 0 29 2 *") == "0 0 29 2 *"
+    assert next_tick("0 0 29 2 *", "UTC", utc(2026, 3, 1)) == utc(2028, 2, 29)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "America", "Etc", "x" * 300, "../UTC"])
+def test_an_unknown_timezone_is_refused(name):
+    # "America" is a folder of the zone database, 300 characters too long a file name:
+    # both raise OSError in ZoneInfo, which must not pass for a lost connection
     with pytest.raises(ValidationError, match="not a known IANA time zone"):
-        check_timezone("Mars/Olympus")
+        check_timezone(name)
+
+
+def test_a_known_timezone_is_taken():
     assert str(check_timezone("Europe/Berlin")) == "Europe/Berlin"
 
 
