@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aqueue", description="A PostgreSQL-backed job queue.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve_p = sub.add_parser("serve", help="run roles: api, worker, reaper")
+    serve_p = sub.add_parser("serve", help="run roles: api, worker, scheduler, reaper")
     _add_options(serve_p, "serve")
 
     migrate_p = sub.add_parser(
@@ -448,10 +448,7 @@ async def _schedules(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
             else:
                 print(_schedule_table(found))
         elif action == "add":
-            try:
-                payload = json.loads(args.payload)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"--payload is not valid JSON: {exc}") from None
+            payload = _payload_arg(args.payload)
             data = {
                 "type": rest[0],
                 "cron": rest[1],
@@ -642,14 +639,20 @@ def _worker_table(rows: Sequence[store.WorkerInfo]) -> str:
     return _table(header, table) if rows else "no workers seen"
 
 
-def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
+def _payload_arg(text: str) -> Any:
+    """--payload as a JSON value; ValidationError says what is wrong with it."""
     try:
-        payload = json.loads(args.payload)
+        return json.loads(text)
+    except RecursionError:
+        raise ValidationError("--payload is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise ValidationError(f"--payload is not valid JSON: {exc}") from None
+
+
+def _enqueue_spec(args: argparse.Namespace, max_payload_bytes: int) -> JobSpec:
     data: dict[str, Any] = {
         "type": args.type,
-        "payload": payload,
+        "payload": _payload_arg(args.payload),
         "queue": args.queue,
         "priority": args.priority,
         "max_attempts": args.max_attempts,

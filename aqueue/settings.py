@@ -633,8 +633,8 @@ class Settings:
         parse=rate_limit,
         flag="--rate-limit",
         env="AQUEUE_RATE_LIMIT",
-        help="API requests per client (its address), shared by every API replica: 5/s, "
-        "100/min or 1000/h",
+        help="API requests per client (its token's name with --auth, else its address), "
+        "shared by every API replica: 5/s, 100/min or 1000/h",
         shown="off",
     )
     # API authentication: None follows api_token (on when one is given); see auth_enabled

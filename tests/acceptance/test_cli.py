@@ -133,10 +133,14 @@ async def test_status_finds_a_finished_job_in_the_history(db_url):
     assert json.loads(shown.stdout)["status"] == "CANCELLED"
 
 
-def test_enqueue_with_bad_json_payload_is_one_line_and_writes_nothing(db_url):
-    result = run_cli("enqueue", "demo.echo", "--payload", "{nope", "--database-url", db_url)
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [("{nope", "--payload is not valid JSON"), ("[" * 5000, "--payload is nested too deeply")],
+)
+def test_enqueue_with_bad_json_payload_is_one_line_and_writes_nothing(db_url, payload, message):
+    result = run_cli("enqueue", "demo.echo", "--payload", payload, "--database-url", db_url)
     assert result.returncode == 1
-    assert "--payload is not valid JSON" in one_line_error(result)
+    assert message in one_line_error(result)
 
 
 def test_enqueue_refuses_a_payload_over_aqueue_max_payload_bytes(db_url):

@@ -73,3 +73,16 @@ def test_the_schedules_commands(db_url):
     assert again.returncode == 1 and "no schedule with id" in one_line_error(again)
     bad = run_cli("schedules", "add", "demo.echo", "0 25 * * *", "--database-url", db_url)
     assert bad.returncode == 1 and "not a valid cron expression" in one_line_error(bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0 0 31 11 *"], "never fires"),
+        (["0 3 * * *", "--timezone", "America"], "not a known IANA time zone"),
+        (["0 3 * * *", "--payload", "[" * 5000], "--payload is nested too deeply"),
+    ],
+)
+def test_a_bad_schedule_on_the_command_line_is_one_line(db_url, args, message):
+    bad = run_cli("schedules", "add", "demo.echo", *args, "--database-url", db_url)
+    assert bad.returncode == 1 and message in one_line_error(bad)
