@@ -15,7 +15,7 @@ Adding an option: one `option(...)` field below, read where it is used. A parser
 text of the flag or variable and returns the value, or raises SettingsError with a message
 that completes a sentence about the option ("must be a number, got 'x'"): the loader puts
 the flag (and the variable, when the value came from one) in front. `integer`,
-`positive_float`, `duration` and `comma_list` cover most options. A rule across options
+`positive_float`, `seconds`, `duration` and `comma_list` cover most options. A rule across options
 belongs in `_settle`. An option that holds a secret may also name `file_env`, a variable
 whose value is the path of a file holding the value (see `read_secret_file`).
 """
@@ -92,6 +92,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+# The longest span an option of seconds takes: ten years. PostgreSQL's make_interval does
+# not refuse a larger number but wraps it (1e300 seconds comes back a negative interval: a
+# lease that has expired when it is granted), and the event loop's timers overflow too.
+MAX_SECONDS = 10 * 365 * 86_400.0
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, greater than 0 and at most MAX_SECONDS."""
+    return _within_max_seconds(positive_float(text), text)
+
+
+def _within_max_seconds(value: float, text: str) -> float:
+    if value > MAX_SECONDS:
+        raise SettingsError(
+            f"must be at most {MAX_SECONDS:.0f} seconds (ten years), got {text.strip()!r}"
+        )
+    return value
+
+
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
@@ -100,16 +119,18 @@ def duration(text: str) -> float:
     """Seconds, from `90`, `2.5`, `30s`, `15m`, `2h`, `7d`, `1w` or a sum such as `1h30m`."""
     cleaned = text.strip().lower()
     try:
-        return positive_float(cleaned)
+        number = positive_float(cleaned)
     except SettingsError:
         pass
+    else:
+        return _within_max_seconds(number, text)
     parts = _DURATION_PART.findall(cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned:
         raise SettingsError(f"must be a duration such as 90, 30s, 15m, 2h or 7d, got {text!r}")
-    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if not seconds > 0:
+    total = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not total > 0:
         raise SettingsError(f"must be longer than 0 seconds, got {text!r}")
-    return seconds
+    return _within_max_seconds(total, text)
 
 
 def comma_list(
@@ -439,7 +460,7 @@ def rate_limit(text: str) -> RateLimit:
 
 
 def _seconds(default: float, flag: str, env: str, help: str, **more: Any) -> float:
-    return option(default, parse=positive_float, flag=flag, env=env, help=help, **more)
+    return option(default, parse=seconds, flag=flag, env=env, help=help, **more)
 
 
 @dataclass(frozen=True)

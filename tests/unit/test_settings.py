@@ -11,6 +11,7 @@ import pytest
 from aqueue import cli
 from aqueue.settings import (
     MAX_PAYLOAD_LIMIT,
+    MAX_SECONDS,
     OPTIONS,
     Settings,
     SettingsError,
@@ -27,6 +28,7 @@ from aqueue.settings import (
     positive_float,
     rate_limit,
     retention,
+    seconds,
 )
 
 
@@ -627,6 +629,26 @@ def test_duration_refuses_what_is_not_a_positive_duration(text):
 def test_positive_float_refuses_zero_negatives_and_non_finite(text):
     with pytest.raises(SettingsError, match="must be"):
         positive_float(text)
+
+
+@pytest.mark.parametrize("text", ["1e300", "315360001", "522w", "3651d"])
+def test_spans_longer_than_ten_years_are_refused(text):
+    # make_interval wraps a huge number into a negative interval: a lease expired at once
+    with pytest.raises(SettingsError, match="at most 315360000 seconds"):
+        duration(text)
+    if text[-1].isdigit():
+        with pytest.raises(SettingsError, match="at most 315360000 seconds"):
+            seconds(text)
+
+
+def test_ten_years_is_the_longest_span_taken():
+    assert seconds("315360000") == duration("3650d") == MAX_SECONDS
+
+
+@pytest.mark.parametrize("flag", ["--lease-seconds", "--backoff-cap", "--retention"])
+def test_options_of_seconds_refuse_more_than_ten_years(flag):
+    with pytest.raises(SettingsError, match=f"{flag} must be at most 315360000 seconds"):
+        settings_for("serve", flag, "1e300")
 
 
 def test_integer_bounds_are_named_in_the_message():
