@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=W",
-        help="the weight of one fair_key (default 1, at most 1000); repeat for several: "
+        help="the weight of one fair_key (default 1, 0.001 to 1000); repeat for several: "
         "together they replace the queue's weights",
     )
     limits_p.add_argument("--fair-weights", metavar="off", help="off: every fair_key weighs 1")

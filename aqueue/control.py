@@ -9,7 +9,6 @@ and the CLI call these same functions.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -92,6 +91,9 @@ async def set_rate_limit(db: Executor, queue: str, rate: str | None) -> None:
 # caps and weights within reason: a cap is a number of slot rows per key
 MAX_KEY_CONCURRENCY = 10_000
 MAX_FAIR_WEIGHT = 1_000.0
+# a tenant's jobs are spaced 1/weight apart on its clock: a weight near 0 (1e-320) would
+# overflow that float8 and refuse every enqueue of the tenant
+MIN_FAIR_WEIGHT = 1 / MAX_FAIR_WEIGHT
 MAX_LIMIT_ENTRIES = 10_000
 
 
@@ -200,9 +202,10 @@ def _weights(value: object) -> dict[str, float]:
     for key, weight in _entries("fair_weights", value).items():
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ValidationError(f"'fair_weights.{key}' must be a number")
-        if not 0 < weight <= MAX_FAIR_WEIGHT or math.isnan(weight):
+        if not MIN_FAIR_WEIGHT <= weight <= MAX_FAIR_WEIGHT:  # NaN fails it too
             raise ValidationError(
-                f"'fair_weights.{key}' must be greater than 0 and at most {MAX_FAIR_WEIGHT:g}"
+                f"'fair_weights.{key}' must be at least {MIN_FAIR_WEIGHT:g} and at most "
+                f"{MAX_FAIR_WEIGHT:g}"
             )
         out[key] = float(weight)
     return out

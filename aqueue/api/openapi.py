@@ -568,7 +568,7 @@ _LIMITS: dict[str, Any] = {
         "fair_weights": {
             "type": ["object", "null"],
             "propertyNames": _FLOW_KEY,
-            "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+            "additionalProperties": {"type": "number", "minimum": 0.001, "maximum": 1000},
             "description": "fair_key -> weight (default 1): tenants share the queue by it",
         },
     },
