@@ -63,6 +63,10 @@ HURRY_SECONDS = 1.0
 # database that does not answer.
 OUTCOME_SECONDS = 10.0
 HEARTBEAT_TIMEOUT_FLOOR = 0.5
+# A handler whose lease could not be renewed is stopped this share of the lease before
+# the database's lease can run out (the reaper may hand the job out from then on): room
+# for a busy event loop, so that the two runs never overlap.
+LEASE_MARGIN = 0.1
 
 
 @functools.cache
@@ -611,6 +615,7 @@ class Worker:
         # alone can take a good part of a tenth of a second on a loaded machine.)
         interval = self.settings.heartbeat_seconds
         own = OwnConnection(self.url, timeout=max(interval / 2, HEARTBEAT_TIMEOUT_FLOOR))
+        watchdog = asyncio.create_task(self._lease_watchdog(), name="aqueue-lease-watchdog")
         try:
             await self._say_alive(own)
             while True:
@@ -625,9 +630,23 @@ class Worker:
                         log.warning("heartbeat failed: %s", exc)
                     else:
                         log.exception("heartbeat failed")
-                self._let_go_unrenewed()
         finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
             own.discard()
+
+    async def _lease_watchdog(self) -> None:
+        """Stop each running handler whose lease went unrenewed when it may run out, on
+        time: a round of the heartbeat can be late by its own timeout, and the reaper of
+        another process does not wait for it."""
+        loop = asyncio.get_running_loop()
+        keep = self.settings.lease_seconds * (1 - LEASE_MARGIN)
+        while True:
+            self._let_go_unrenewed()
+            renewed = [a.renewed_at for a in self._held.values() if not a.done]
+            # a later claim or renewal only moves a deadline later: waking early is harmless
+            due = min(renewed) + keep if renewed else loop.time() + keep
+            await asyncio.sleep(max(due - loop.time(), 0.001))
 
     async def _renew_leases(self, own: OwnConnection) -> None:
         held = list(self._held.values())
@@ -705,12 +724,13 @@ class Worker:
             log.info("could not mark this worker stopped (%s); it shows as lost", exc)
 
     def _let_go_unrenewed(self) -> None:
-        """A handler whose lease went a whole lease period without a renewal reaching the
-        database has lost it, as far as this worker can know: the reaper may have handed
-        the job to another worker. Stop it here rather than run it twice at once."""
+        """A handler whose lease went (almost) a whole lease period without a renewal
+        reaching the database has lost it, as far as this worker can know: the reaper may
+        hand the job to another worker. Stop it here rather than run it twice at once."""
         now = asyncio.get_running_loop().time()
+        keep = self.settings.lease_seconds * (1 - LEASE_MARGIN)
         for attempt in list(self._held.values()):
-            if not attempt.done and now - attempt.renewed_at > self.settings.lease_seconds:
+            if not attempt.done and now - attempt.renewed_at >= keep:
                 log.warning(
                     "job %s: lease not renewed for %.1fs (the database does not answer); "
                     "cancelling its handler here",

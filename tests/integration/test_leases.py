@@ -5,6 +5,7 @@ statements lock rows."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -365,6 +366,7 @@ async def test_a_worker_that_cannot_renew_for_a_whole_lease_stops_its_handler(po
     registry = Registry()
     spans: list[list[float]] = []
     loop = asyncio.get_running_loop()
+    stopped_at: list[float] = []
 
     @registry.task("test.span")
     async def span(payload: Any, ctx: JobContext) -> None:
@@ -373,6 +375,7 @@ async def test_a_worker_that_cannot_renew_for_a_whole_lease_stops_its_handler(po
             await asyncio.sleep(3 if len(spans) == 1 else 0)
         finally:
             spans[-1][1] = loop.time()
+            stopped_at.append(time.time())
 
     async with running_worker(pool, db_url, registry, lease_seconds=0.9):
         job = await enqueue(pool, "test.span", {})
@@ -380,6 +383,10 @@ async def test_a_worker_that_cannot_renew_for_a_whole_lease_stops_its_handler(po
         async with pool.acquire() as locker, locker.transaction():
             await locker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job.id)
             await wait_for(lambda: _ended(spans), timeout=5)
+            # stopped before the database's lease ran out, not at the next heartbeat
+            # round after it: from then on a reaper may hand the job to another worker
+            expires = await pool.fetchval("SELECT lease_expires_at FROM jobs WHERE id = $1", job.id)
+            assert stopped_at[0] < expires.timestamp()
         # the lease ran out meanwhile: a reaper hands the job out again
         await wait_for(lambda: Reaper(pool, fast_settings(), "test").reap(), timeout=5)
         done = await wait_status(pool, job.id, JobStatus.COMPLETED)
