@@ -664,8 +664,9 @@ class Settings:
         parse=switch,
         flag="--auth",
         env="AQUEUE_AUTH",
-        help="require a bearer token on every route but /healthz and /readyz (tokens from "
-        "aqueue tokens create, or --api-token): on or off",
+        help="require a bearer token on every route but /healthz, /readyz and the "
+        "dashboard's page, files and sign-in (tokens from aqueue tokens create, or "
+        "--api-token): on or off",
         shown="on with --api-token, else off",
     )
     # the simple mode: one shared token with every scope, beside the database's tokens
