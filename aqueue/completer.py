@@ -133,6 +133,9 @@ class Completer:
                 continue
             except Exception as exc:
                 if not is_connection_error(exc):
+                    # the database answered: not an outage, whatever the batch's fate (the
+                    # claim loops wait while `failing`; nothing else would clear it)
+                    self.failing = False
                     return await self._write_one_by_one(batch, exc)
                 self._conn.discard()
                 self.failing = True

@@ -417,6 +417,31 @@ async def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(pool, db
     assert "cannot record the outcome COMPLETED of job" in caplog.text
 
 
+async def test_claims_resume_after_an_outage_ends_in_a_refused_outcome(pool, db_url, monkeypatch):
+    # The outcome's write fails for want of a connection (claims pause), then the database
+    # refuses it (a statement error: the failure is written instead). The database
+    # answered, so claiming must resume, with no other outcome left to write.
+    record = store.record_outcomes
+    errors: list[Exception] = [
+        ConnectionResetError("connection lost"),
+        asyncpg.exceptions.LockNotAvailableError("could not obtain lock on row"),
+    ]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if errors:
+            raise errors.pop(0)
+        return await record(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_outcomes", flaky)
+    async with running_worker(pool, db_url, queues={"default": 1}) as running:
+        first = await enqueue(pool, "demo.echo", {}, max_attempts=1)
+        assert (await wait_status(pool, first.id, JobStatus.DEAD)).attempts == 1
+        assert not errors
+        second = await enqueue(pool, "demo.echo", {})
+        await wait_status(pool, second.id, JobStatus.COMPLETED, timeout=5)
+        assert not running.worker.completer.failing
+
+
 async def test_error_text_the_database_cannot_store_is_escaped(pool, db_url):
     registry = Registry()
 
