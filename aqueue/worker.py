@@ -524,7 +524,10 @@ class Worker:
                 raise  # aqueue stopped this attempt (shutdown, lease lost, superseded)
             # The handler awaited something cancelled elsewhere: its attempt failed.
             return self._failure(job, exc)
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt or a library's own BaseException from a handler
+            # is its attempt's failure too: let through, it would end the task with no
+            # outcome, leaving the job RUNNING under a lease the heartbeat renews for ever.
             return self._failure(job, exc)
         return Outcome(job, JobStatus.COMPLETED, result=result)
 

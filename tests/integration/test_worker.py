@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from aqueue import JobStatus, Registry, db, enqueue, store
 from aqueue.model import JobSpec
@@ -440,6 +441,36 @@ async def test_claims_resume_after_an_outage_ends_in_a_refused_outcome(pool, db_
         second = await enqueue(pool, "demo.echo", {})
         await wait_status(pool, second.id, JobStatus.COMPLETED, timeout=5)
         assert not running.worker.completer.failing
+
+
+class _Abort(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_a_handler_raising_a_base_exception_fails_its_attempt(pool, db_url, blocking):
+    registry = Registry()
+
+    if blocking:
+
+        @registry.task("test.abort")
+        def abort_in_thread(payload: Any, ctx: JobContext) -> None:
+            raise _Abort("stop everything")
+
+    else:
+
+        @registry.task("test.abort")
+        async def abort(payload: Any, ctx: JobContext) -> None:
+            raise _Abort("stop everything")
+
+    async with running_worker(pool, db_url, registry) as running:
+        job = await enqueue(pool, "test.abort", {}, max_attempts=1)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD)
+        # the worker goes on: its slot is free and it takes the next job
+        nxt = await enqueue(pool, "demo.echo", {})
+        await wait_status(pool, nxt.id, JobStatus.COMPLETED)
+        assert not running.worker._held
+    assert "_Abort: stop everything" in (dead.last_error or "")
 
 
 async def test_error_text_the_database_cannot_store_is_escaped(pool, db_url):
