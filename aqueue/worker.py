@@ -464,8 +464,9 @@ class Worker:
                 self.completer.add(outcome)
         except Exception:
             # Only the completion transaction's commit gets here (the handler's own errors
-            # are outcomes). Whether it committed is unknown: stop renewing the lease and
-            # let the reaper decide, which leaves a COMPLETED job alone.
+            # and those before the commit are outcomes). Whether it committed is unknown:
+            # stop renewing the lease and let the reaper decide, which leaves a COMPLETED
+            # job alone.
             log.exception("job %s: completing in its transaction failed", job.id)
             self._let_go(attempt)
         finally:
@@ -572,9 +573,18 @@ class Worker:
             return outcome  # ctx.close() rolls the handler's writes back
         conn = ctx.connection
         assert conn is not None
-        accepted = await store.record_outcomes(conn, [outcome], self.id)
-        if not accepted:  # perhaps a job others depend on or wait for: see the statement
-            accepted = await store.finish_with_consequences(conn, [outcome], self.id)
+        try:
+            accepted = await store.record_outcomes(conn, [outcome], self.id)
+            if not accepted:  # perhaps a job others depend on or wait for: see the statement
+                accepted = await store.finish_with_consequences(conn, [outcome], self.id)
+        except Exception as exc:
+            # Nothing committed (the handler left its transaction aborted, the connection
+            # went): its writes roll back, and the attempt failed. The completer writes
+            # that now, fenced by the lease, rather than leaving the job to its lease.
+            log.warning("job %s: completing in its transaction failed: %s", ctx.job_id, exc)
+            return self._failed(
+                outcome.job, f"completing the job in the handler's transaction failed: {exc!r}"
+            )
         if not accepted:
             log.warning(
                 "job %s: lease lost before completion; its writes are rolled back", ctx.job_id

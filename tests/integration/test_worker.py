@@ -158,6 +158,38 @@ async def test_concurrency_bounds_the_jobs_running_at_once(pool, db_url):
     assert peak == 4
 
 
+async def test_a_completion_transaction_the_handler_left_aborted_fails_the_attempt_at_once(
+    pool, db_url
+):
+    # The handler caught a statement's error and went on: its transaction can take no
+    # more statements, so the job's completion cannot join it. Nothing commits, and the
+    # attempt fails now, not when its 30 s lease runs out.
+    await pool.execute("CREATE TABLE effects (job_id uuid PRIMARY KEY)")
+    registry = Registry()
+
+    @registry.task("test.swallowed")
+    async def swallowed(payload: Any, ctx: JobContext) -> str:
+        conn = await ctx.transaction()
+        await conn.execute("INSERT INTO effects VALUES ($1)", ctx.job_id)
+        try:
+            await conn.execute("SELECT 1 / 0")
+        except asyncpg.DivisionByZeroError:
+            pass
+        return "done"
+
+    async with running_worker(pool, db_url, registry, lease_seconds=30) as running:
+        job = await enqueue(pool, "test.swallowed", {}, max_attempts=1)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD, timeout=5)
+        await wait_for(lambda: _true(not running.worker._held))
+    assert "completing the job in the handler's transaction failed" in (dead.last_error or "")
+    assert "InFailedSQLTransactionError" in (dead.last_error or "")
+    assert await pool.fetchval("SELECT count(*) FROM effects") == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_a_stale_workers_late_completion_is_rejected_by_the_lease(pool):
     job = await enqueue(pool, "demo.echo", {})
     [first] = await store.claim(pool, "default", 1, "worker-a", 0.1)
