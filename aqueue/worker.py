@@ -26,7 +26,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -137,6 +137,9 @@ class Worker:
         # plain `def` handlers run here, so that blocking code never blocks the event loop
         # (and with it every other job's heartbeat); made on first use
         self._threads: ThreadPoolExecutor | None = None
+        # lease token -> the thread of a blocking handler whose task ended before it did (a
+        # timeout, a cancel at shutdown): a thread cannot be stopped
+        self._outliving: dict[uuid.UUID, Future[object]] = {}
         notifier.on(Topic.CANCEL, self._cancel_notified)
         notifier.on(Topic.QUEUE, self._queue_changed)
         notifier.on_reconnect(self._forget_flows)
@@ -233,13 +236,6 @@ class Worker:
         for task in late:
             task.cancel()
         await self._wait_then_hurry(late, CANCEL_SECONDS)
-        stuck = self._running_tasks()
-        if stuck:
-            log.warning(
-                "%d handlers ignored their cancellation; their jobs run again once their "
-                "leases expire",
-                len(stuck),
-            )
         self.completer.close()
         await self._wait_then_hurry([completer], OUTCOME_SECONDS)
         if not completer.done():
@@ -266,9 +262,22 @@ class Worker:
 
     async def _release_held(self) -> None:
         """Hand back the jobs whose handlers did not finish, for other workers. (A finished
-        one whose outcome could not be written is left to its lease: see _shutdown.)"""
-        leases = [(a.job.id, a.job.lease_token) for a in self._held.values() if not a.done]
+        one whose outcome could not be written is left to its lease: see _shutdown.) A
+        handler that still runs (it ignored its cancellation, or its thread cannot be
+        stopped) keeps its job until the lease runs out: released now, the job would run
+        twice at once."""
+        unfinished = [a for a in self._held.values() if not a.done]
+        running = [a for a in unfinished if self._still_runs(a)]
+        if running:
+            log.warning(
+                "%d handlers still run (they ignored their cancellation, or their threads "
+                "cannot be stopped): their jobs are not released; they run again once "
+                "their leases expire",
+                len(running),
+            )
+        leases = [(a.job.id, a.job.lease_token) for a in unfinished if not self._still_runs(a)]
         if not leases:
+            self._held.clear()
             return
         settings = self.settings
         timeout = HURRY_SECONDS if self._hurry.is_set() else CLAIM_STOP_SECONDS
@@ -299,6 +308,12 @@ class Worker:
         else:
             log.info("released %d unfinished jobs", len(released))
         self._held.clear()
+
+    def _still_runs(self, attempt: Attempt) -> bool:
+        if attempt.task is not None and not attempt.task.done():
+            return True
+        thread = self._outliving.get(attempt.job.lease_token)
+        return thread is not None and not thread.done()
 
     # --- claiming -----------------------------------------------------------------------
 
@@ -539,8 +554,14 @@ class Worker:
             self._threads = ThreadPoolExecutor(
                 self.settings.threads, thread_name_prefix="aqueue-handler"
             )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, task.fn, job.payload, ctx)
+        if self._outliving:
+            self._outliving = {t: f for t, f in self._outliving.items() if not f.done()}
+        running = self._threads.submit(task.fn, job.payload, ctx)
+        try:
+            return await asyncio.wrap_future(running)
+        finally:
+            if not running.done():
+                self._outliving[job.lease_token] = running
 
     def _failure(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         error = "".join(traceback.format_exception(exc))

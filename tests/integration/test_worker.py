@@ -4,6 +4,7 @@ delayed jobs, the lease fence, the completion transaction, shutdown and LISTEN."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -283,6 +284,58 @@ async def test_shutdown_releases_jobs_that_outlive_the_grace_period(pool, db_url
     assert released.status is JobStatus.RETRY
     assert released.attempts == 0  # the interrupted attempt does not count
     assert released.run_after <= datetime.now(UTC)
+
+
+async def test_shutdown_leaves_a_job_whose_thread_still_runs_to_its_lease(pool, db_url):
+    # A thread cannot be stopped: released at shutdown, its job would be claimed by another
+    # worker while this one still runs it.
+    registry = Registry()
+    go_on = threading.Event()
+    ran_on: list[bool] = []
+
+    @registry.task("test.in_thread")
+    def in_thread(payload: Any, ctx: JobContext) -> None:
+        ran_on.append(go_on.wait(10))
+
+    try:
+        async with running_worker(pool, db_url, registry, shutdown_grace_seconds=0.2) as w:
+            job = await enqueue(pool, "test.in_thread", {})
+            await wait_status(pool, job.id, JobStatus.RUNNING)
+            token = await _lease_token(pool, job.id)
+            await w.stop()
+            assert not ran_on  # the thread still runs
+            assert await status_of(pool, job.id) is JobStatus.RUNNING
+            assert await _lease_token(pool, job.id) == token  # not released, not reclaimed
+    finally:
+        go_on.set()
+    await wait_for(lambda: _true(bool(ran_on)))
+
+
+async def test_shutdown_leaves_a_job_whose_handler_ignores_its_cancel_to_its_lease(pool, db_url):
+    registry = Registry()
+    go_on = asyncio.Event()
+
+    @registry.task("test.stubborn")
+    async def stubborn(payload: Any, ctx: JobContext) -> None:
+        try:
+            await go_on.wait()
+        except asyncio.CancelledError:
+            await go_on.wait()  # and on it goes
+
+    try:
+        async with running_worker(pool, db_url, registry, shutdown_grace_seconds=0.2) as w:
+            job = await enqueue(pool, "test.stubborn", {})
+            await wait_status(pool, job.id, JobStatus.RUNNING)
+            token = await _lease_token(pool, job.id)
+            await w.stop(now=True)
+            assert await status_of(pool, job.id) is JobStatus.RUNNING
+            assert await _lease_token(pool, job.id) == token  # not released, not reclaimed
+    finally:
+        go_on.set()
+
+
+async def _lease_token(pool: asyncpg.Pool, job_id: Any) -> Any:
+    return await pool.fetchval("SELECT lease_token FROM jobs WHERE id = $1", job_id)
 
 
 async def test_a_stopped_worker_claims_nothing_more(pool, db_url):
