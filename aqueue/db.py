@@ -336,6 +336,11 @@ async def create_pool(
 CLOSE_SECONDS = 1.0
 
 
+# The share of an own connection's client timeout after which the server cancels the
+# statement itself (query_canceled, retried like a lost connection).
+SERVER_TIMEOUT_SHARE = 0.9
+
+
 class OwnConnection:
     """A connection one of the worker's loops keeps for itself, outside the pool (a claim
     loop, the completer, the heartbeat): handlers holding every pooled connection cannot
@@ -349,7 +354,14 @@ class OwnConnection:
     ) -> None:
         self._url = url
         self._timeout = timeout
-        self._server_settings = server_settings
+        # The server gives up on a statement before the client does: a client that times
+        # out cuts the connection, and PostgreSQL would run the statement on (asyncpg sends
+        # no cancel then), perhaps to commit a claim nobody holds once a lock it waited
+        # for is freed.
+        self._server_settings = {
+            **server_settings,
+            "statement_timeout": str(max(1, int(timeout * 1000 * SERVER_TIMEOUT_SHARE))),
+        }
         self._conn: asyncpg.Connection | None = None
 
     async def get(self) -> asyncpg.Connection:

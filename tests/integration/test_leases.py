@@ -8,11 +8,12 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+import aqueue.control
 from aqueue import JobSpec, JobStatus, Registry, enqueue, enqueue_many, store
 from aqueue.db import CLAIM_SERVER_SETTINGS, connect, create_pool
 from aqueue.model import backoff_seconds
@@ -496,3 +497,27 @@ async def test_the_databases_backoff_follows_the_same_rule_as_the_workers(pool):
         assert len(set(delays)) > 1  # jittered
         python = [backoff_seconds(attempt, base, cap) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in python)
+
+
+async def test_a_claim_the_worker_gave_up_on_does_not_go_on_in_the_database(pool, db_url):
+    # A flow-controlled claim waits for its queue's row, which another transaction holds
+    # for longer than the claim's timeout (the lease). The worker cuts the connection and
+    # claims again; the claim it gave up on must not go on waiting in PostgreSQL, to take
+    # the job once the row is free, with nobody holding it (the job would then wait for
+    # its lease to run out and run as a second attempt).
+    await aqueue.control.set_rate_limit(pool, "rl", "100/s")
+    registry = Registry()
+    runs: list[uuid.UUID] = []
+
+    @registry.task("test.once")
+    async def once(payload: Any, ctx: JobContext) -> None:
+        runs.append(ctx.job_id)
+
+    async with running_worker(pool, db_url, registry, queues={"rl": 1}, lease_seconds=1.0):
+        due = datetime.now(UTC) + timedelta(seconds=0.3)
+        job = await enqueue(pool, "test.once", {}, queue="rl", run_after=due)
+        async with pool.acquire() as locker, locker.transaction():
+            await locker.execute("SELECT 1 FROM queues WHERE name = 'rl' FOR UPDATE")
+            await asyncio.sleep(2.5)  # the worker's claims time out meanwhile
+        done = await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=10)
+    assert done.attempts == 1 and runs == [job.id]
