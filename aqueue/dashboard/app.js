@@ -908,6 +908,9 @@
 
   function navigate(path, params) {
     const hash = hashFor(path, params);
+    // Loading from the click on, not from the hashchange event a moment later: whatever
+    // waits for the page to be ready (a test, a screen reader) never takes the old one.
+    $("#main").dataset.state = "loading";
     if (location.hash === hash) route();
     else location.hash = hash;
   }
