@@ -253,12 +253,12 @@ async def test_handler_writes_roll_back_when_the_lease_was_lost(pool, db_url):
 
 
 async def test_heartbeats_keep_a_long_job_leased(pool, db_url):
-    async with running_worker(pool, db_url, lease_seconds=0.6):
-        job = await enqueue(pool, "demo.sleep", {"seconds": 1.5})
+    async with running_worker(pool, db_url, lease_seconds=2.0):
+        job = await enqueue(pool, "demo.sleep", {"seconds": 5})
         await wait_status(pool, job.id, JobStatus.RUNNING)
-        # Three leases long; a reaper running meanwhile finds nothing to reclaim.
+        # Two and a half leases long; a reaper running meanwhile finds nothing to reclaim.
         for _ in range(6):
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.75)
             assert await store.reclaim_expired(pool, 10, "reaper", 0.0, 0.0) == []
         done = await wait_status(pool, job.id, JobStatus.COMPLETED)
     assert done.attempts == 1
