@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def http(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def http(db_url: str, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    marker = request.node.get_closest_marker("promote_after")
     port = free_port()
     server = await ServeProcess(
         "--database-url",
@@ -30,7 +31,7 @@ async def http(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
         "--queues",
         "default:1",
         "--promote-after",
-        "1",
+        str(marker.args[0] if marker else 1),
         "--reaper-interval",
         "0.2",
         "--backoff-base",
@@ -80,7 +81,7 @@ async def test_cancel_a_pending_and_a_running_job(http):
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     # the one slot is free again at once: the next job runs
     after = await _enqueue(http, type="demo.echo", payload={})
-    await _until(http, after, "COMPLETED", timeout=2)
+    await _until(http, after, "COMPLETED", timeout=5)  # a heartbeat would take 10 s
     job = await _job(http, running)
     assert job["status"] == "CANCELLED"
     assert job["events"][-1]["status"] == "CANCELLED"
@@ -143,6 +144,7 @@ async def test_pause_while_jobs_arrive_then_resume(http, pool):
         await _until(http, job_id, "COMPLETED", timeout=3)
 
 
+@pytest.mark.promote_after(3600)  # a job waiting 1 s on a loaded machine would be promoted
 async def test_priority_order_on_a_one_slot_worker(http, pool):
     await _post(http, "/queues/default/pause")
     ids = {

@@ -203,7 +203,7 @@ async def test_a_paused_queue_starts_nothing_until_resumed_also_after_a_restart(
         assert {await _status(pool, j.id) for j in jobs} == {JobStatus.PENDING}
         await aqueue.resume(pool, "default")
         for job in jobs:
-            await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=2)
+            await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=5)
 
 
 async def test_pausing_a_queue_stops_claims_at_once_and_lets_running_jobs_finish(pool, db_url):
@@ -224,7 +224,7 @@ async def test_pausing_a_queue_stops_claims_at_once_and_lets_running_jobs_finish
         await asyncio.sleep(0.5)
         assert await _status(pool, later.id) is JobStatus.PENDING
         await aqueue.resume(pool, "default")
-        await wait_status(pool, later.id, JobStatus.COMPLETED, timeout=2)
+        await wait_status(pool, later.id, JobStatus.COMPLETED, timeout=5)
 
 
 # --- priorities ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 
 from aqueue import JobStatus, enqueue, store
 from aqueue.reaper import Reaper
-from tests.helpers import fast_settings
+from tests.helpers import fast_settings, wait_for
 
 
 async def test_an_expired_lease_goes_back_to_retry_and_is_recorded(pool):
@@ -57,11 +57,18 @@ async def test_reclaimed_jobs_wake_the_workers_of_their_queue(pool, db_url):
     await listener.add_listener("aqueue_jobs", lambda *args: heard.append(args[3]))
     try:
         await enqueue(pool, "demo.echo", {}, queue="email")
+        await wait_for(lambda: _true(heard == ["email"]))  # the enqueue's own
         await store.claim(pool, "email", 1, "dead-worker", 0.05)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the lease runs out
         heard.clear()
-        await Reaper(pool, fast_settings(), "test").reap()
+        assert await Reaper(pool, fast_settings(), "test").reap() == 1
+        await wait_for(lambda: _true(heard == ["email"]))
+        # one notification for the reclaim, not one more after it
         await asyncio.sleep(0.1)
         assert heard == ["email"]
     finally:
         await listener.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -114,7 +114,8 @@ async def test_a_delayed_job_starts_on_time_without_polling(pool, db_url):
         done = await wait_status(pool, job.id, JobStatus.COMPLETED, timeout=5)
     assert done.started_at is not None
     assert done.started_at >= run_after
-    assert done.started_at - run_after < timedelta(seconds=0.5)
+    # well before the 60 s poll (a loaded machine may be late by a good part of a second)
+    assert done.started_at - run_after < timedelta(seconds=5)
 
 
 async def test_higher_priority_jobs_are_claimed_first(pool, db_url):
