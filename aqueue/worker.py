@@ -203,7 +203,6 @@ class Worker:
                 task.cancel()
             await asyncio.gather(stop, *claimers, return_exceptions=True)
             await asyncio.shield(self._shutdown(completer, heartbeat))
-            await asyncio.shield(self._say_stopped())
             if self._threads is not None:
                 # A thread cannot be stopped: one still running keeps its job's outcome
                 # to itself (it is discarded) and may delay the exit of the process.
@@ -248,7 +247,7 @@ class Worker:
             completer.cancel()
         heartbeat.cancel()
         await asyncio.gather(completer, heartbeat, return_exceptions=True)
-        await self._release_held()
+        await self._say_goodbye()
 
     async def _wait_then_hurry(self, tasks: Sequence[asyncio.Future[None]], timeout: float) -> None:
         """Wait for the tasks up to `timeout`; after a second signal, only a moment more."""
@@ -260,12 +259,13 @@ class Worker:
     def _running_tasks(self) -> list[asyncio.Task[None]]:
         return [a.task for a in self._held.values() if a.task is not None and not a.task.done()]
 
-    async def _release_held(self) -> None:
-        """Hand back the jobs whose handlers did not finish, for other workers. (A finished
-        one whose outcome could not be written is left to its lease: see _shutdown.) A
-        handler that still runs (it ignored its cancellation, or its thread cannot be
-        stopped) keeps its job until the lease runs out: released now, the job would run
-        twice at once."""
+    async def _say_goodbye(self) -> None:
+        """On one connection, in the release's time budget: hand back the jobs whose
+        handlers did not finish, for other workers, and mark this worker stopped (GET
+        /workers). A finished job whose outcome could not be written is left to its lease
+        (see _shutdown), and so is one whose handler still runs (it ignored its
+        cancellation, or its thread cannot be stopped): released now, it would run twice
+        at once."""
         unfinished = [a for a in self._held.values() if not a.done]
         running = [a for a in unfinished if self._still_runs(a)]
         if running:
@@ -276,38 +276,40 @@ class Worker:
                 len(running),
             )
         leases = [(a.job.id, a.job.lease_token) for a in unfinished if not self._still_runs(a)]
-        if not leases:
-            self._held.clear()
-            return
+        self._held.clear()
         settings = self.settings
         timeout = HURRY_SECONDS if self._hurry.is_set() else CLAIM_STOP_SECONDS
+        released = False
         try:
             async with asyncio.timeout(timeout):
                 conn = await connect(self.url, timeout)
                 try:
-                    released = await store.release_jobs(
-                        conn,
-                        leases,
-                        f"released by {self.id} at shutdown",
-                        self.id,
-                        free_releases=settings.free_releases,
-                        backoff_base=settings.backoff_base_seconds,
-                        backoff_cap=settings.backoff_cap_seconds,
-                    )
+                    if leases:
+                        handed_back = await store.release_jobs(
+                            conn,
+                            leases,
+                            f"released by {self.id} at shutdown",
+                            self.id,
+                            free_releases=settings.free_releases,
+                            backoff_base=settings.backoff_base_seconds,
+                            backoff_cap=settings.backoff_cap_seconds,
+                        )
+                        released = True
+                        log.info("released %d unfinished jobs", len(handed_back))
+                    await store.worker_stopped(conn, self.id)
                 finally:
                     conn.terminate()
         except Exception as exc:
             if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
                 raise
-            log.warning(
-                "could not release %d unfinished jobs (%s); they run again once their "
-                "leases expire",
-                len(leases),
-                exc,
-            )
-        else:
-            log.info("released %d unfinished jobs", len(released))
-        self._held.clear()
+            if leases and not released:
+                log.warning(
+                    "could not release %d unfinished jobs (%s); they run again once their "
+                    "leases expire",
+                    len(leases),
+                    exc,
+                )
+            log.info("could not mark this worker stopped (%s); it shows as lost", exc)
 
     def _still_runs(self, attempt: Attempt) -> bool:
         if attempt.task is not None and not attempt.task.done():
@@ -743,19 +745,6 @@ class Worker:
             own.discard()
             if not is_connection_error(exc):
                 log.exception("writing this worker's registry row failed")
-
-    async def _say_stopped(self) -> None:
-        try:
-            async with asyncio.timeout(HURRY_SECONDS):
-                conn = await connect(self.url, HURRY_SECONDS)
-                try:
-                    await store.worker_stopped(conn, self.id)
-                finally:
-                    conn.terminate()
-        except Exception as exc:
-            if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
-                raise
-            log.info("could not mark this worker stopped (%s); it shows as lost", exc)
 
     def _let_go_unrenewed(self) -> None:
         """A handler whose lease went (almost) a whole lease period without a renewal
