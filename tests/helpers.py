@@ -111,11 +111,32 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def free_port() -> int:
+    """A port that is free now, for a server a test starts a moment later. Not one the
+    kernel hands out itself (port 0): those come from the range it also gives outgoing
+    connections (a pool's, PostgreSQL's), which could take the port before the server
+    binds it. Below that range, only another server could."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    low = 20_000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            high = min(int(ranges.read().split()[0]), 32_768)
+    except (OSError, ValueError, IndexError):
+        high = 32_768
+    if high - low < 1_000:  # the kernel's range starts low: take one of its ports after all
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(100):
+        port = random.randrange(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 class ServeProcess:

@@ -175,7 +175,7 @@ async def test_a_low_priority_job_starts_within_the_bound_under_a_high_priority_
         await asyncio.sleep(0.5)
         low = await _enqueue(http, type="demo.echo", payload={}, priority=-100)
         # --promote-after 1 and a reaper round every 0.2 s: it starts in about 1.2 s
-        done = await _until(http, low, "COMPLETED", timeout=5)
+        done = await _until(http, low, "COMPLETED", timeout=15)
         backlog = await pool.fetchval(
             "SELECT count(*) FROM jobs WHERE status = 'PENDING' AND priority = 100"
         )
