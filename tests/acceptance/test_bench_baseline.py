@@ -69,7 +69,11 @@ def test_baseline_runs_beside_aqueue_and_loads_only_the_revision(pg_url: str, tm
     expected = {(x, s) for x in ("aqueue", label) for s in scenarios}
     assert ran == expected | {("aqueue:connection", "enqueue_single")}, ran
     for r in doc["runs"]:
-        assert all(v is not None and v > 0 for v in r["metrics"].values()), r
+        for name, v in r["metrics"].items():
+            assert v is not None, (name, r)
+            # after the enqueue's return: a handler may start before the producer's process
+            # has read the commit's answer (a loaded machine), so not always above 0
+            assert v > 0 or name.startswith("committed_"), (name, r)
 
     base = doc["meta"]["baseline"]
     assert (base["rev"], base["sha"], base["label"]) == ("HEAD", sha, label)
