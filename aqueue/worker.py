@@ -542,10 +542,12 @@ class Worker:
                 raise  # aqueue stopped this attempt (shutdown, lease lost, superseded)
             # The handler awaited something cancelled elsewhere: its attempt failed.
             return self._failure(job, exc)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is to stop: its leases run out and the jobs run again
         except BaseException as exc:
-            # SystemExit, KeyboardInterrupt or a library's own BaseException from a handler
-            # is its attempt's failure too: let through, it would end the task with no
-            # outcome, leaving the job RUNNING under a lease the heartbeat renews for ever.
+            # A library's own BaseException from a handler is its attempt's failure too:
+            # let through, it would end the task with no outcome, leaving the job RUNNING
+            # under a lease the heartbeat renews for ever (and asyncio re-raises it).
             return self._failure(job, exc)
         return Outcome(job, JobStatus.COMPLETED, result=result)
 
