@@ -479,6 +479,16 @@ class Worker:
             attempt.done = True
             if outcome is not None:
                 self.completer.add(outcome)
+        except asyncio.CancelledError:
+            if self._holds(attempt) and not self._stopping.is_set() and not attempt.done:
+                # Not aqueue's doing (it lets an attempt go before it cancels one, and
+                # stops only when stopping): the handler cancelled its own task. Its
+                # attempt failed; left held, the job would stay RUNNING, renewed for ever.
+                attempt.done = True
+                self.completer.add(
+                    self._failed(job, "CancelledError: the handler cancelled its own task")
+                )
+            raise
         except Exception:
             # Only the completion transaction's commit gets here (the handler's own errors
             # and those before the commit are outcomes). Whether it committed is unknown:

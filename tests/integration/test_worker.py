@@ -559,6 +559,23 @@ async def test_a_handler_raising_a_base_exception_fails_its_attempt(pool, db_url
     assert "_Abort: stop everything" in (dead.last_error or "")
 
 
+async def test_a_handler_that_cancels_its_own_task_fails_its_attempt(pool, db_url):
+    registry = Registry()
+
+    @registry.task("test.self_cancel")
+    async def self_cancel(payload: Any, ctx: JobContext) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    async with running_worker(pool, db_url, registry) as running:
+        job = await enqueue(pool, "test.self_cancel", {}, max_attempts=1)
+        dead = await wait_status(pool, job.id, JobStatus.DEAD)
+        await wait_for(lambda: _true(not running.worker._held))
+    assert "the handler cancelled its own task" in (dead.last_error or "")
+
+
 async def test_error_text_the_database_cannot_store_is_escaped(pool, db_url):
     registry = Registry()
 
