@@ -395,7 +395,7 @@ async def test_pause_a_queue_after_confirming_and_resume_it(
 
     page.once("dialog", dismiss)
     await pause.click()
-    await wait_for(lambda: _true(messages), 10)
+    await wait_for(lambda: bool(messages), 10)
     assert 'Pause queue "pause-me"?' in messages[0]
     await asyncio.sleep(0.3)
     assert (await queue(http, "pause-me"))["paused"] is False
@@ -415,10 +415,6 @@ async def test_pause_a_queue_after_confirming_and_resume_it(
     await expect(card.locator(".flags .badge").first).to_have_text("active")
     assert (await queue(http, "pause-me"))["paused"] is False
     await until(http, waiting, "COMPLETED")
-
-
-async def _true(items: list[Any]) -> bool:
-    return bool(items)
 
 
 async def test_retry_every_dead_job_of_a_queue(tab: Tab, http: httpx.AsyncClient) -> None:

@@ -80,7 +80,7 @@ async def test_a_running_job_cancelled_stops_at_once_and_frees_its_slot(pool, db
         await asyncio.wait_for(stopped.wait(), 10)
         # stopped by the notification, not found out later by a heartbeat
         assert "cancelled; stopping its handler" in caplog.text
-        await wait_for(lambda: _true(running.worker.in_flight["default"] == 0), timeout=1)
+        await wait_for(lambda: running.worker.in_flight["default"] == 0, timeout=1)
         # the freed slot takes the next job
         nxt = await enqueue(pool, "demo.echo", {"n": 1})
         await wait_status(pool, nxt.id, JobStatus.COMPLETED)
@@ -109,8 +109,8 @@ async def test_jobs_cancelled_before_their_handlers_started_free_their_slots(poo
         first = await aqueue.enqueue_many(
             pool, [aqueue.JobSpec(type="test.mark", payload={"n": n}) for n in range(2)]
         )
-        await wait_for(lambda: _true(len(cancelled) == 2))
-        await wait_for(lambda: _true(worker.in_flight["default"] == 0), timeout=2)
+        await wait_for(lambda: len(cancelled) == 2)
+        await wait_for(lambda: worker.in_flight["default"] == 0, timeout=2)
         # both slots take the next jobs at once
         nxt = await aqueue.enqueue_many(
             pool, [aqueue.JobSpec(type="test.mark", payload={"n": n}) for n in range(2)]
@@ -119,10 +119,6 @@ async def test_jobs_cancelled_before_their_handlers_started_free_their_slots(poo
             await wait_status(pool, job_id, JobStatus.COMPLETED)
     assert sorted(ran) == sorted(nxt)
     assert sorted(cancelled) == sorted(first)
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_late_outcome_of_a_cancelled_run_is_refused_by_the_lease(pool, db_url):

@@ -57,18 +57,14 @@ async def test_reclaimed_jobs_wake_the_workers_of_their_queue(pool, db_url):
     await listener.add_listener("aqueue_jobs", lambda *args: heard.append(args[3]))
     try:
         await enqueue(pool, "demo.echo", {}, queue="email")
-        await wait_for(lambda: _true(heard == ["email"]))  # the enqueue's own
+        await wait_for(lambda: heard == ["email"])  # the enqueue's own
         await store.claim(pool, "email", 1, "dead-worker", 0.05)
         await asyncio.sleep(0.1)  # the lease runs out
         heard.clear()
         assert await Reaper(pool, fast_settings(), "test").reap() == 1
-        await wait_for(lambda: _true(heard == ["email"]))
+        await wait_for(lambda: heard == ["email"])
         # one notification for the reclaim, not one more after it
         await asyncio.sleep(0.1)
         assert heard == ["email"]
     finally:
         await listener.close()
-
-
-async def _true(value: bool) -> bool:
-    return value

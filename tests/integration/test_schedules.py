@@ -148,7 +148,7 @@ async def test_after_downtime_one_catch_up_run_then_on_the_clock(pool, db_url):
     )
     await pool.execute("UPDATE schedules SET next_run_at = now() - interval '3 days'")
     async with RunningScheduler(pool, db_url) as scheduler:
-        await wait_for(lambda: _true(scheduler.enqueued >= 1))
+        await wait_for(lambda: scheduler.enqueued >= 1)
         await asyncio.sleep(0.3)
     jobs = await _scheduled_jobs(pool)
     assert [row["key"].split(":")[2] for row in jobs] == [str(caught.id)]
@@ -156,10 +156,6 @@ async def test_after_downtime_one_catch_up_run_then_on_the_clock(pool, db_url):
     for row in await pool.fetch("SELECT next_run_at FROM schedules"):
         assert timedelta(0) < row["next_run_at"] - now <= timedelta(days=1)
     assert skipped.catch_up is False
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_disabled_schedule_enqueues_nothing(pool, db_url):
@@ -177,7 +173,7 @@ async def test_a_new_schedule_wakes_a_sleeping_scheduler(pool, db_url):
     async with RunningScheduler(pool, db_url) as scheduler:
         await asyncio.sleep(0.3)
         await schedules.create(pool, {"name": "wake", "type": "demo.echo", "cron": "* * * * * *"})
-        await wait_for(lambda: _true(scheduler.enqueued >= 1), timeout=10)
+        await wait_for(lambda: scheduler.enqueued >= 1, timeout=10)
 
 
 async def test_schedules_declared_in_code_are_synced_never_duplicated(pool, db_url):

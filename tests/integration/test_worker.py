@@ -182,14 +182,10 @@ async def test_a_completion_transaction_the_handler_left_aborted_fails_the_attem
     async with running_worker(pool, db_url, registry, lease_seconds=30) as running:
         job = await enqueue(pool, "test.swallowed", {}, max_attempts=1)
         dead = await wait_status(pool, job.id, JobStatus.DEAD, timeout=5)
-        await wait_for(lambda: _true(not running.worker._held))
+        await wait_for(lambda: not running.worker._held)
     assert "completing the job in the handler's transaction failed" in (dead.last_error or "")
     assert "InFailedSQLTransactionError" in (dead.last_error or "")
     assert await pool.fetchval("SELECT count(*) FROM effects") == 0
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_stale_workers_late_completion_is_rejected_by_the_lease(pool):
@@ -309,7 +305,7 @@ async def test_shutdown_leaves_a_job_whose_thread_still_runs_to_its_lease(pool, 
             assert await _lease_token(pool, job.id) == token  # not released, not reclaimed
     finally:
         go_on.set()
-    await wait_for(lambda: _true(bool(ran_on)))
+    await wait_for(lambda: bool(ran_on))
 
 
 async def test_shutdown_leaves_a_job_whose_handler_ignores_its_cancel_to_its_lease(pool, db_url):
@@ -572,7 +568,7 @@ async def test_a_handler_that_cancels_its_own_task_fails_its_attempt(pool, db_ur
     async with running_worker(pool, db_url, registry) as running:
         job = await enqueue(pool, "test.self_cancel", {}, max_attempts=1)
         dead = await wait_status(pool, job.id, JobStatus.DEAD)
-        await wait_for(lambda: _true(not running.worker._held))
+        await wait_for(lambda: not running.worker._held)
     assert "the handler cancelled its own task" in (dead.last_error or "")
 
 
