@@ -266,8 +266,15 @@ class Worker:
         (see _shutdown), and so is one whose handler still runs (it ignored its
         cancellation, or its thread cannot be stopped): released now, it would run twice
         at once."""
-        unfinished = [a for a in self._held.values() if not a.done]
-        running = [a for a in unfinished if self._still_runs(a)]
+        running: list[Attempt] = []
+        leases: list[tuple[uuid.UUID, uuid.UUID]] = []
+        for a in self._held.values():
+            if a.done:
+                continue
+            if self._still_runs(a):
+                running.append(a)
+            else:
+                leases.append((a.job.id, a.job.lease_token))
         if running:
             log.warning(
                 "%d handlers still run (they ignored their cancellation, or their threads "
@@ -275,7 +282,6 @@ class Worker:
                 "their leases expire",
                 len(running),
             )
-        leases = [(a.job.id, a.job.lease_token) for a in unfinished if not self._still_runs(a)]
         self._held.clear()
         settings = self.settings
         timeout = HURRY_SECONDS if self._hurry.is_set() else CLAIM_STOP_SECONDS
@@ -690,7 +696,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         keep = self.settings.lease_seconds * (1 - LEASE_MARGIN)
         while True:
-            self._let_go_unrenewed()
+            self._let_go_unrenewed(keep)
             renewed = [a.renewed_at for a in self._held.values() if not a.done]
             # a later claim or renewal only moves a deadline later: waking early is harmless
             due = min(renewed) + keep if renewed else loop.time() + keep
@@ -758,12 +764,12 @@ class Worker:
             if not is_connection_error(exc):
                 log.exception("writing this worker's registry row failed")
 
-    def _let_go_unrenewed(self) -> None:
-        """A handler whose lease went (almost) a whole lease period without a renewal
-        reaching the database has lost it, as far as this worker can know: the reaper may
-        hand the job to another worker. Stop it here rather than run it twice at once."""
+    def _let_go_unrenewed(self, keep: float) -> None:
+        """A handler whose lease went `keep` seconds (almost a whole lease) without a
+        renewal reaching the database has lost it, as far as this worker can know: the
+        reaper may hand the job to another worker. Stop it here rather than run it twice
+        at once."""
         now = asyncio.get_running_loop().time()
-        keep = self.settings.lease_seconds * (1 - LEASE_MARGIN)
         for attempt in list(self._held.values()):
             if not attempt.done and now - attempt.renewed_at >= keep:
                 log.warning(
